@@ -1,0 +1,1 @@
+"""Encoders of exactverify networks and queries into MILP and SMT models."""

@@ -1,0 +1,28 @@
+"""exactverify: exact answers about small neural networks via MILP and SMT encodings."""
+
+from __future__ import annotations
+
+from . import ir
+from .bounds import BoundsResult, bounds
+from .compose import compose
+from .errors import (
+    ExactVerifyError,
+    InvalidInputError,
+    LoadMismatchError,
+    ShapeMismatchError,
+    SolverError,
+    UnsupportedLayerError,
+)
+from .ir import Network
+from .loaders import load
+from .regions import Region, ball, box, l1_ball, linf_ball
+from .specs import DEFAULT_MARGIN, Conjunction, OutputSpec, class_wins, other_class_wins
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BoundsResult", "Conjunction", "DEFAULT_MARGIN", "ExactVerifyError", "InvalidInputError",
+    "LoadMismatchError", "Network", "OutputSpec", "Region", "ShapeMismatchError", "SolverError",
+    "UnsupportedLayerError", "ball", "bounds", "box", "class_wins", "compose", "ir", "l1_ball",
+    "linf_ball", "load", "other_class_wins",
+]
