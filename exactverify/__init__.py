@@ -15,6 +15,7 @@ from .errors import (
 )
 from .ir import Network
 from .loaders import load
+from .queries import DistortionResult, Verdict, VerdictStatus, minimal_distortion, verify
 from .regions import Region, ball, box, l1_ball, linf_ball
 from .specs import DEFAULT_MARGIN, Conjunction, OutputSpec, class_wins, other_class_wins
 
@@ -24,5 +25,6 @@ __all__ = [
     "BoundsResult", "Conjunction", "DEFAULT_MARGIN", "ExactVerifyError", "InvalidInputError",
     "LoadMismatchError", "Network", "OutputSpec", "Region", "ShapeMismatchError", "SolverError",
     "UnsupportedLayerError", "ball", "bounds", "box", "class_wins", "compose", "ir", "l1_ball",
-    "linf_ball", "load", "other_class_wins",
+    "linf_ball", "load", "other_class_wins", "DistortionResult", "Verdict", "VerdictStatus",
+    "minimal_distortion", "verify",
 ]

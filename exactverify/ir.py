@@ -48,8 +48,6 @@ def _pair(value, name: str) -> tuple[int, int]:
     return pair  # type: ignore[return-value]
 
 
-def _t(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(array, dtype=like.dtype, device=like.device)
 
 
 class Layer:
@@ -70,6 +68,17 @@ class Layer:
     @property
     def kind(self) -> str:
         return type(self).__name__
+
+    def tensor(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """Array attribute ``name`` as a tensor of ``like``'s dtype and device, cached.
+
+        IR arrays are read-only, so one conversion per (dtype, device) suffices.
+        """
+        cache = self.__dict__.setdefault("_tensors", {})
+        key = (name, like.dtype, like.device)
+        if key not in cache:
+            cache[key] = torch.tensor(getattr(self, name), dtype=like.dtype, device=like.device)
+        return cache[key]
 
 
 # ----------------------------------------------------------------- affine layers
@@ -98,7 +107,7 @@ class Dense(Layer):
         return (self.weight.shape[0],)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ _t(self.weight, x).T + _t(self.bias, x)
+        return x @ self.tensor("weight", x).T + self.tensor("bias", x)
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,7 +151,7 @@ class Conv2d(Layer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(
-            x, _t(self.weight, x), _t(self.bias, x), self.stride, self.padding, self.dilation, self.groups
+            x, self.tensor("weight", x), self.tensor("bias", x), self.stride, self.padding, self.dilation, self.groups
         )
 
 
@@ -177,7 +186,7 @@ class ElementwiseAffine(Layer):
         return tuple(input_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * _t(self.scale, x) + _t(self.shift, x)
+        return x * self.tensor("scale", x) + self.tensor("shift", x)
 
     def full(self, shape: Shape) -> tuple[np.ndarray, np.ndarray]:
         """Scale and shift broadcast to ``shape`` (copies)."""

@@ -44,8 +44,8 @@ class Conjunction:
 
     def slack(self, y: torch.Tensor) -> torch.Tensor:
         """``min_i (b - A y)_i`` per sample: >= 0 inside, > 0 strictly inside."""
-        A = torch.as_tensor(self.A, dtype=y.dtype, device=y.device)
-        b = torch.as_tensor(self.b, dtype=y.dtype, device=y.device)
+        A = torch.tensor(self.A, dtype=y.dtype, device=y.device)
+        b = torch.tensor(self.b, dtype=y.dtype, device=y.device)
         if A.shape[0] == 0:
             return torch.full((y.shape[0],), float("inf"), dtype=y.dtype, device=y.device)
         return (b - y @ A.T).min(dim=1).values

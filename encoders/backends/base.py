@@ -87,10 +87,11 @@ class Backend(ABC):
     def add_binary(self, name: str = "") -> int:
         return self.add_var(0.0, 1.0, True, name)
 
-    def add_vars(self, lbs: Sequence[float], ubs: Sequence[float], integer: bool = False, prefix: str = "v") -> np.ndarray:
+    def add_vars(self, lbs: Sequence[float], ubs: Sequence[float], integer: bool = False,
+                 prefix: str = "v") -> np.ndarray:
         """One variable per (lb, ub) pair; returns their indices."""
         return np.array([self.add_var(float(lo), float(up), integer, f"{prefix}{k}")
-                         for k, (lo, up) in enumerate(zip(lbs, ubs))], dtype=np.int64)
+                         for k, (lo, up) in enumerate(zip(lbs, ubs, strict=True))], dtype=np.int64)
 
     def add_constraint(self, index, coef, sense: str, rhs: float, name: str = "") -> None:
         """``sum_k coef[k] * x[index[k]]  sense  rhs`` with ``sense`` in ``<=, >=, ==``."""

@@ -10,7 +10,7 @@ from ..regions import Region
 
 
 def _t(array, like: torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(array, dtype=like.dtype, device=like.device)
+    return torch.tensor(array, dtype=like.dtype, device=like.device)  # copies: IR arrays are read-only
 
 
 def interval_layer(layer: Layer, low: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

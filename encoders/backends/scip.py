@@ -1,0 +1,192 @@
+"""SCIP through pyscipopt: the default backend.
+
+SCIP solves sequentially: ``threads`` is accepted for interface compatibility and ignored.
+Solve options: ``gap`` (relative MIP gap, default 0: prove optimality), ``feastol``
+(primal feasibility tolerance, default SCIP's 1e-6), ``verbose`` (show SCIP's log),
+``params`` (dict of raw SCIP parameters, applied over :data:`DEFAULT_PARAMS`).
+
+:data:`DEFAULT_PARAMS` switches off SCIP's aggregation (c-MIR/flow-cover) separator: on ReLU
+big-M models it took ~85% of the run time (6.4 of 7.4 s on a 31-binary model), and without
+it four benchmark MILPs solved 4-7x faster (CPU 1.3/3.0/6.6/7.4 s -> 0.3/0.2/1.1/1.2 s, same
+optima). Separators only affect speed, never correctness. Pass
+``params={"separating/aggregation/freq": 10}`` to restore SCIP's stock setting.
+
+Constraints are built as a ``pyscipopt.Expr`` from a ``{Term(var): coef}`` dict rather
+than by summing ``coef * var`` products: on 10^4 rows of 20 terms this measured 0.20 s
+against 0.33-0.39 s for ``quicksum`` and 0.28 s for ``addConsCoeff`` (SCIP 10.0.2).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyscipopt
+from pyscipopt.scip import Expr, ExprCons, Term
+
+from exactverify.errors import InvalidInputError
+
+from ._common import (
+    COMMON_OPTIONS,
+    aggregate,
+    check_indices,
+    check_options,
+    check_solve_args,
+    empty_row_holds,
+    gap_closed,
+)
+from .base import Backend, SolveResult, Status
+
+# SCIP statuses meaning "stopped at a limit": a known point makes the result FEASIBLE,
+# none makes it TIMEOUT. Memory exhaustion without a point is an ERROR instead.
+_LIMIT_STATUSES = frozenset({
+    "timelimit", "gaplimit", "nodelimit", "totalnodelimit", "stallnodelimit", "sollimit",
+    "bestsollimit", "restartlimit", "primallimit", "duallimit", "userinterrupt", "memlimit",
+})
+
+
+def scip_version() -> str:
+    """Version of the SCIP library linked into pyscipopt, e.g. ``10.0.2``."""
+    model = pyscipopt.Model()
+    return f"{model.getMajorVersion()}.{model.getMinorVersion()}.{model.getTechVersion()}"
+
+
+# SCIP parameters this backend sets unless the ``params`` option overrides them (see above).
+DEFAULT_PARAMS: dict[str, object] = {"separating/aggregation/freq": -1}
+
+
+class ScipBackend(Backend):
+    """One SCIP model; ``defaults`` are solve options applied unless ``solve`` overrides them."""
+
+    name = "scip"
+    OPTIONS = COMMON_OPTIONS | {"params"}
+
+    def __init__(self, **defaults) -> None:
+        super().__init__()
+        self._defaults = check_options(dict(defaults), self.OPTIONS, self.name)
+        self._model = pyscipopt.Model()
+        self._model.hideOutput()
+        self._vars: list = []
+        self._terms: list = []  # Term(var) per variable, reused by every row
+        self._has_objective = False
+        self._violated_empty: str | None = None
+
+    # -- building -------------------------------------------------------------
+    def _new_var(self, lb: float, ub: float, integer: bool, name: str) -> None:
+        vtype = "B" if integer and lb == 0.0 and ub == 1.0 else ("I" if integer else "C")
+        var = self._model.addVar(name=name, vtype=vtype, lb=None if lb == -np.inf else lb,
+                                 ub=None if ub == np.inf else ub)
+        self._vars.append(var)
+        self._terms.append(Term(var))
+
+    def _expr(self, index: np.ndarray, coef: np.ndarray, what: str) -> Expr:
+        idx, cf = aggregate(index, coef)
+        check_indices(idx, self.num_vars, what)
+        terms = self._terms
+        return Expr(dict(zip([terms[i] for i in idx], cf, strict=True)))
+
+    def _add_constraint(self, index: np.ndarray, coef: np.ndarray, sense: str, rhs: float, name: str) -> None:
+        expr = self._expr(index, coef, f"constraint {name!r}")
+        if not expr.terms:
+            if not empty_row_holds(sense, rhs) and self._violated_empty is None:
+                self._violated_empty = name or "<unnamed>"
+            return
+        lhs = rhs if sense in (">=", "==") else None
+        upper = rhs if sense in ("<=", "==") else None
+        kwargs = {"name": name} if name else {}
+        self._model.addCons(ExprCons(expr, lhs=lhs, rhs=upper), **kwargs)
+
+    def _set_objective(self, index: np.ndarray, coef: np.ndarray, constant: float, minimize: bool) -> None:
+        expr = self._expr(index, coef, "objective")
+        if constant:
+            expr = expr + constant
+        self._model.setObjective(expr, "minimize" if minimize else "maximize")
+        self._has_objective = bool(index.size) or bool(constant)
+
+    def write(self, path: str) -> None:
+        """Write the model in any format SCIP knows from the file extension (.lp, .mps, .cip)."""
+        self._model.writeProblem(str(path), trans=False, verbose=False)
+
+    # -- solving --------------------------------------------------------------
+    def _solve(self, time_limit: float | None, threads: int, options: dict) -> SolveResult:
+        check_solve_args(time_limit, threads)
+        opts = {**self._defaults, **check_options(dict(options), self.OPTIONS, self.name)}
+        start = time.perf_counter()
+        if self._violated_empty is not None:
+            return SolveResult(Status.INFEASIBLE, f"empty constraint {self._violated_empty} violated",
+                               backend=self.name)
+        model = self._model
+        if opts.get("verbose"):
+            model.hideOutput(False)
+        if time_limit is not None:
+            model.setParam("limits/time", float(time_limit))
+        if opts.get("gap") is not None:
+            model.setParam("limits/gap", float(opts["gap"]))
+        if opts.get("feastol") is not None:
+            model.setParam("numerics/feastol", float(opts["feastol"]))
+        params = opts.get("params") or {}
+        if not isinstance(params, dict):
+            raise InvalidInputError(f"scip: option 'params' must be a dict of SCIP parameters, got {params!r}")
+        for key, value in {**DEFAULT_PARAMS, **params}.items():
+            try:
+                model.setParam(key, value)
+            except Exception as exc:  # noqa: BLE001 - pyscipopt raises bare KeyError/LookupError
+                raise InvalidInputError(f"scip: option 'params' sets {key!r}={value!r}, rejected: {exc}") from exc
+        try:
+            model.optimize()
+            raw = str(model.getStatus())
+            if raw == "inforunbd":
+                raw = self._disambiguate(time_limit, start)
+        except Exception as exc:  # noqa: BLE001 - any SCIP failure is reported as a status
+            return SolveResult(Status.ERROR, f"exception: {exc!r}", seconds=time.perf_counter() - start,
+                               backend=self.name)
+        return self._result(raw, time.perf_counter() - start)
+
+    def _disambiguate(self, time_limit: float | None, start: float) -> str:
+        """SCIP proved "infeasible or unbounded"; a zero-objective re-solve tells which."""
+        if not self._has_objective:
+            return "infeasible"  # a zero objective cannot be unbounded
+        model = self._model
+        model.freeTransform()
+        model.setObjective(Expr(), "minimize")
+        if time_limit is not None:
+            left = time_limit - (time.perf_counter() - start)
+            if left <= 0:
+                return "inforunbd"
+            model.setParam("limits/time", left)
+        model.optimize()
+        status = model.getStatus()
+        if status == "infeasible":
+            return "infeasible"
+        if model.getNSols() > 0:
+            return "unbounded"
+        return "inforunbd"
+
+    def _result(self, raw: str, seconds: float) -> SolveResult:
+        model = self._model
+        nodes = int(model.getNNodes())
+        has_sol = model.getNSols() > 0
+        common = {"raw_status": raw, "node_count": nodes, "seconds": seconds, "backend": self.name}
+        if raw == "infeasible":
+            return SolveResult(Status.INFEASIBLE, **common)
+        if raw == "unbounded":
+            return SolveResult(Status.UNBOUNDED, values=self._values() if has_sol else None, **common)
+        if raw == "optimal" or raw in _LIMIT_STATUSES:
+            if not has_sol:
+                status = Status.TIMEOUT if raw in _LIMIT_STATUSES and raw != "memlimit" else Status.ERROR
+                return SolveResult(status, **common)
+            objective = float(model.getObjVal())
+            bound = float(model.getDualbound())
+            if not self._has_objective:
+                status = Status.OPTIMAL
+            elif raw == "optimal" and gap_closed(objective, bound):
+                status = Status.OPTIMAL
+            else:
+                status = Status.FEASIBLE
+            return SolveResult(status, objective=objective, bound=bound, values=self._values(), **common)
+        return SolveResult(Status.ERROR, **common)
+
+    def _values(self) -> np.ndarray:
+        model = self._model
+        sol = model.getBestSol()
+        return np.array([model.getSolVal(sol, v) for v in self._vars], dtype=np.float64)

@@ -1,0 +1,122 @@
+"""Command line: ``exactverify verify | distortion | demo`` with JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ExactVerifyError
+
+BUILTIN_MODELS = ("digits", "mnist")
+
+
+def _network(name: str):
+    """A model path (.onnx / .nnet) or a built-in network name; returns (network, module, domain)."""
+    from . import zoo
+    from .loaders import load
+
+    if name in BUILTIN_MODELS:
+        module = zoo.digits_network() if name == "digits" else zoo.mnist_network()
+        size = 64 if name == "digits" else 784
+        return load(module, input_shape=(size,)), module, (0.0, 1.0)
+    return load(name), None, None
+
+
+def _input(args) -> np.ndarray:
+    if args.input is not None:
+        path = Path(args.input)
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        return np.loadtxt(path, delimiter=",")
+    if args.digits_index is not None:
+        from .zoo import load_digits_data
+
+        return load_digits_data()[2][args.digits_index]
+    raise ExactVerifyError("give --input FILE (.npy or comma-separated text) or --digits-index K")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model path (.onnx, .nnet) or built-in name: " + ", ".join(BUILTIN_MODELS))
+    parser.add_argument("--input", help="input point as .npy or comma-separated text")
+    parser.add_argument("--digits-index", type=int, help="use this test image of the bundled 8x8 digits")
+    parser.add_argument("--norm", choices=("linf", "l1"), default="linf")
+    parser.add_argument("--target", type=int, default=None, help="target class (default: untargeted)")
+    parser.add_argument("--label", type=int, default=None, help="true label (default: the network's argmax)")
+    parser.add_argument("--domain", type=float, nargs=2, metavar=("LOW", "HIGH"), help="input domain box")
+    parser.add_argument("--backend", choices=("scip", "ortools", "z3"), default="scip")
+    parser.add_argument("--bounds", choices=("interval", "crown", "lp"), default="lp")
+    parser.add_argument("--time-limit", type=float, default=None, help="seconds for the whole query")
+    parser.add_argument("--json", dest="json_out", help="write the result as JSON to this file ('-' = stdout)")
+
+
+def _emit(payload: dict, json_out: str | None, summary: str) -> None:
+    text = json.dumps(payload, indent=1)
+    if json_out == "-":
+        print(text)
+        return
+    if json_out:
+        Path(json_out).write_text(text)
+    print(summary)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="exactverify", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    verify = sub.add_parser("verify", help="prove robustness within eps, or find a re-checked counterexample")
+    _common(verify)
+    verify.add_argument("--eps", type=float, required=True)
+    dist = sub.add_parser("distortion", help="provably minimal adversarial distortion")
+    _common(dist)
+    dist.add_argument("--method", choices=("bisection", "direct"), default="direct")
+    dist.add_argument("--tol", type=float, default=1e-3)
+    demo = sub.add_parser("demo", help="minimal adversarial examples on the bundled 8x8 digits")
+    demo.add_argument("--images", type=int, default=3)
+    demo.add_argument("--out", default="demo.png", help="PNG grid path")
+    demo.add_argument("--json", dest="json_out", default="demo.json")
+    demo.add_argument("--backend", choices=("scip", "ortools"), default="scip")
+    demo.add_argument("--time-limit", type=float, default=60.0, help="seconds per query")
+    demo.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # The networks are small: torch's intra-op threads cost more than they give (and
+    # contend with the solver), so the command line runs torch single-threaded.
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        if args.command == "demo":
+            from .demo import run_demo
+
+            rows = run_demo(args.images, args.out, args.json_out, args.backend, args.time_limit, quiet=args.quiet)
+            proved = sum(r["status"] == "optimal" for r in rows)
+            print(f"{proved}/{len(rows)} queries proved optimal; grid: {args.out}; rows: {args.json_out}")
+            return 0
+        from .queries import minimal_distortion, verify
+
+        network, module, builtin_domain = _network(args.model)
+        domain = tuple(args.domain) if args.domain else builtin_domain
+        x = _input(args)
+        common = dict(norm=args.norm, target=args.target, label=args.label, domain=domain, backend=args.backend,
+                      bounds_method=args.bounds, time_limit=args.time_limit, model=module)
+        if args.command == "verify":
+            verdict = verify(network, x, args.eps, **common)
+            _emit(verdict.to_dict(), args.json_out, f"{verdict.status.value}: {verdict.reason}")
+            return 0
+        result = minimal_distortion(network, x, method=args.method, tol=args.tol, **common)
+        _emit(result.to_dict(), args.json_out,
+              f"{result.status}: minimal {args.norm} distortion in [{result.lower:.6g}, {result.upper:.6g}]")
+        return 0
+    except ExactVerifyError as exc:
+        print(f"exactverify: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Argument validation for the query entry points and the float64 counterexample re-check.
+
+Named tolerances (all absolute):
+
+- ``DOMAIN_TOLERANCE``: how far ``x`` may lie outside its domain before it is refused
+  (float noise from normalisation); ``x`` is then clipped into the domain.
+- ``REGION_TOLERANCE``: how far a solver's point may lie outside the region before it is
+  projected back; the re-check always runs on the projected point, which is in the region.
+- Misclassification in the re-check is *strict* (the winning logit is larger, in float64):
+  ties never count. The encoders additionally demand the query's ``margin`` (default
+  ``DEFAULT_MARGIN`` = 1e-5) so that solver tolerances do not produce near-ties.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import InvalidInputError, ShapeMismatchError
+from ..ir import Network
+from ..regions import Region, ball
+from ..specs import OutputSpec, class_wins, other_class_wins
+
+DOMAIN_TOLERANCE = 1e-9
+REGION_TOLERANCE = 1e-6
+NORMS = ("linf", "l1")
+BACKENDS = ("scip", "ortools", "z3")
+BOUND_METHODS = ("interval", "crown", "lp")
+
+
+@dataclass(frozen=True)
+class Query:
+    """A validated query: network, centre (input shape, float64), label/target, domain."""
+
+    network: Network
+    x: np.ndarray
+    label: int
+    target: int | None
+    norm: str
+    domain: tuple[np.ndarray, np.ndarray] | None
+    margin: float
+    model: torch.nn.Module | None
+
+    @property
+    def num_classes(self) -> int:
+        return self.network.output_size
+
+    def spec(self, margin: float | None = None) -> OutputSpec:
+        """The adversarial output set (targeted or untargeted) with ``margin``."""
+        margin = self.margin if margin is None else margin
+        if self.target is None:
+            return other_class_wins(self.label, self.num_classes, margin)
+        return class_wins(self.target, self.num_classes, margin)
+
+    def region(self, eps: float) -> Region:
+        return ball(self.x, eps, self.norm, self.domain, self.network.input_shape)
+
+    def max_radius(self) -> float:
+        """The smallest eps whose ball contains the whole domain (inf without a domain)."""
+        if self.domain is None:
+            return math.inf
+        low, high = self.domain
+        reach = np.maximum(self.x - low, high - self.x)
+        return float(reach.max() if self.norm == "linf" else reach.sum())
+
+
+def as_network(network) -> tuple[Network, torch.nn.Module | None]:
+    """The IR of ``network`` plus the user's torch model (kept for the re-check), if any."""
+    if isinstance(network, Network):
+        return network, None
+    from ..loaders import load
+
+    if isinstance(network, torch.nn.Module):
+        return load(network), network
+    if isinstance(network, str) or hasattr(network, "__fspath__"):
+        return load(network), None
+    raise InvalidInputError(
+        f"network must be an exactverify Network, a torch nn.Module or a model path, got {type(network).__name__}"
+    )
+
+
+def check_eps(eps, name: str = "eps") -> float:
+    try:
+        value = float(eps)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{name} must be a number, got {eps!r}") from exc
+    if not math.isfinite(value) or value < 0:
+        raise InvalidInputError(f"{name} must be finite and >= 0, got {eps!r}")
+    return value
+
+
+def make_query(network, x, norm: str, target, label, domain, margin: float) -> Query:
+    """Validate the arguments shared by every query entry point."""
+    net, model = as_network(network)
+    if norm not in NORMS:
+        raise InvalidInputError(f"norm must be one of {NORMS}, got {norm!r}")
+    if not net.piecewise_linear:
+        kinds = sorted({layer.kind for layer in net.layers if not layer.piecewise_linear})
+        raise InvalidInputError(f"exact queries need a piecewise-linear network; it contains {kinds}")
+    point = np.asarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+    if point.size != net.input_size:
+        raise ShapeMismatchError(
+            f"x has shape {point.shape} ({point.size} values); the network's input shape is {net.input_shape}"
+        )
+    point = point.reshape(net.input_shape)
+    if not np.all(np.isfinite(point)):
+        raise InvalidInputError("x contains NaN or infinite values")
+    if not (math.isfinite(margin) and margin >= 0):
+        raise InvalidInputError(f"margin must be finite and >= 0, got {margin}")
+    if domain is None:
+        domain = net.input_domain
+    if domain is not None:
+        low = np.broadcast_to(np.asarray(domain[0], dtype=np.float64), net.input_shape)
+        high = np.broadcast_to(np.asarray(domain[1], dtype=np.float64), net.input_shape)
+        if np.any(low > high):
+            raise InvalidInputError("domain lower bound exceeds upper bound")
+        if np.any(point < low - DOMAIN_TOLERANCE) or np.any(point > high + DOMAIN_TOLERANCE):
+            raise InvalidInputError("x lies outside the input domain")
+        point = np.clip(point, low, high)
+        domain = (low.copy(), high.copy())
+    logits = net.forward(torch.as_tensor(point)[None]).reshape(-1)
+    n = logits.numel()
+    if label is None:
+        label = int(torch.argmax(logits))
+    elif not (isinstance(label, (int, np.integer)) and 0 <= int(label) < n):
+        raise InvalidInputError(f"label={label!r} is not a class index in [0, {n})")
+    if target is not None:
+        if not (isinstance(target, (int, np.integer)) and 0 <= int(target) < n):
+            raise InvalidInputError(f"target={target!r} is not a class index in [0, {n})")
+        if int(target) == int(label):
+            raise InvalidInputError(f"target={target} equals the label; a targeted query needs another class")
+        target = int(target)
+    return Query(net, point, int(label), target, norm, domain, float(margin), model)
+
+
+def distance(query: Query, point: np.ndarray) -> float:
+    diff = (point - query.x).reshape(-1)
+    return float(np.abs(diff).max() if query.norm == "linf" else np.abs(diff).sum())
+
+
+def project(query: Query, point: np.ndarray, eps: float) -> np.ndarray:
+    """Bring a solver's point into the region (box clip; L1 shrink toward the centre)."""
+    point = np.asarray(point, dtype=np.float64).reshape(query.network.input_shape)
+    if query.domain is not None:
+        point = np.clip(point, *query.domain)
+    diff = point - query.x
+    if query.norm == "linf":
+        diff = np.clip(diff, -eps, eps)
+    else:
+        size = np.abs(diff).sum()
+        if size > eps:
+            diff = diff * (eps / size)
+    point = query.x + diff
+    if query.domain is not None:  # the centre lies in the domain, so this is a no-op up to rounding
+        point = np.clip(point, *query.domain)
+    return point
+
+
+def misclassified(query: Query, logits: torch.Tensor) -> torch.Tensor:
+    """Strict (tie-free) misclassification of each row of ``logits`` in float64."""
+    return query.spec(0.0).slack(logits.reshape(logits.shape[0], -1).to(torch.float64)) > 0
+
+
+def recheck(query: Query, point: np.ndarray) -> tuple[bool, bool | None, np.ndarray]:
+    """Re-run ``point`` on the IR in float64 and on the user's model; returns (ir_ok, model_ok, logits)."""
+    logits = query.network.forward(torch.as_tensor(point)[None])
+    ir_ok = bool(misclassified(query, logits)[0])
+    model_ok = None
+    if query.model is not None:
+        model = query.model
+        param = next(model.parameters(), None)
+        dtype = param.dtype if param is not None else torch.float32
+        device = param.device if param is not None else torch.device("cpu")
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            out = model(torch.as_tensor(point, dtype=dtype, device=device)[None]).to(torch.float64).cpu()
+        model.train(was_training)
+        model_ok = bool(misclassified(query, out)[0])
+    return ir_ok, model_ok, logits.reshape(-1).numpy()

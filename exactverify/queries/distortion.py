@@ -1,0 +1,130 @@
+"""``minimal_distortion``: provably minimal adversarial distortion, by bisection or directly.
+
+Bisection follows Carlini et al.: an upper bound from a batched PGD warm start, lower
+bound 0, and one exact robustness query at the midpoint until ``upper - lower <= tol``.
+Direct minimises the distortion in one MILP over the ball of the warm start's radius and
+reports the solver's dual bound (less ``DUAL_BOUND_SLACK``) as the lower bound. Both are
+anytime: on a time limit they return the bounds proved so far with status ``unknown``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from ..errors import InvalidInputError
+from ..specs import DEFAULT_MARGIN
+from .checks import check_eps, make_query
+from .results import DistortionResult, SolveRecord
+from .stages import Finding, accept_point, attack, solve_exact
+from .verify import check_options
+
+#: The warm start tries PGD at eps_max * 2**-k for k < WARM_START_LEVELS (one batch).
+WARM_START_LEVELS = 16
+#: Without an input domain, the largest radius the search considers.
+UNBOUNDED_RADIUS = 1e3
+METHODS = ("bisection", "direct")
+
+
+def minimal_distortion(network, x, norm: str = "linf", target: int | None = None, *, label: int | None = None,
+                       domain=None, method: str = "bisection", tol: float = 1e-3,
+                       margin: float = DEFAULT_MARGIN, backend: str = "scip", bounds_method: str = "lp",
+                       time_limit: float | None = None, model=None) -> DistortionResult:
+    """Bounds ``lower <= d* <= upper`` on the smallest ``norm`` distortion of ``x`` that makes
+    the network misclassify it (as ``target``, if given) by at least ``margin``.
+
+    ``counterexample`` is the re-checked point at distance ``upper``; ``history`` lists every
+    attack, bound pass and solver call. See :func:`exactverify.verify` for the arguments.
+    """
+    start = time.perf_counter()
+    if method not in METHODS:
+        raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")
+    tol = check_eps(tol, "tol")
+    if tol == 0:
+        raise InvalidInputError("tol must be > 0")
+    time_limit = check_options(backend, bounds_method, time_limit)
+    if backend == "z3" and method == "direct":
+        raise InvalidInputError("method='direct' needs a MILP backend ('scip' or 'ortools'); z3 supports bisection")
+    query = make_query(network, x, norm, target, label, domain, margin)
+    if model is not None:
+        query = type(query)(**{**query.__dict__, "model": model})
+    history: list[SolveRecord] = []
+
+    def remaining() -> float | None:
+        if time_limit is None:
+            return None
+        return time_limit - (time.perf_counter() - start)
+
+    def result(lower, upper, point, status, reason, attack_distortion=None) -> DistortionResult:
+        return DistortionResult(float(lower), float(upper), point, status, norm, query.label, query.target,
+                                method, tol, reason, attack_distortion, time.perf_counter() - start, history)
+
+    centre = accept_point(query, query.x, 0.0, "centre")
+    if centre.outcome == "not_robust":
+        return result(0.0, 0.0, centre.point, "optimal", "the centre itself is adversarial")
+
+    eps_max = query.max_radius()
+    search_max = eps_max if math.isfinite(eps_max) else UNBOUNDED_RADIUS
+    tick = time.perf_counter()
+    grid = [search_max * 2.0 ** -k for k in range(WARM_START_LEVELS)]
+    found = [f for f in attack(query, grid) if f is not None]
+    best: Finding | None = min(found, key=lambda f: f.distortion) if found else None
+    attack_distortion = None if best is None else best.distortion
+    history.append(SolveRecord("attack", None, "not_robust" if best else "unknown", time.perf_counter() - tick,
+                               objective=attack_distortion))
+    lower, upper = 0.0, math.inf if best is None else best.distortion
+    point = None if best is None else best.point
+    solve = dict(backend=backend, bounds_method=bounds_method, history=history)
+
+    if best is None:
+        # No attack succeeded: decide the largest region exactly first.
+        budget = remaining()
+        if budget is not None and budget <= 0:
+            return result(0.0, math.inf, None, "unknown", "time limit before any exact query")
+        finding = solve_exact(query, search_max, time_limit=budget, minimise=(method == "direct"), **solve)
+        if finding.outcome == "robust":
+            if math.isfinite(eps_max):
+                return result(eps_max, math.inf, None, "no_counterexample",
+                              f"no adversarial example in the domain ({finding.reason})", attack_distortion)
+            return result(search_max, math.inf, None, "unknown",
+                          f"no adversarial example within {search_max} ({finding.reason}); the domain is unbounded")
+        if finding.outcome == "unknown":
+            return result(finding.lower_bound or 0.0, math.inf, None, "unknown", finding.reason, attack_distortion)
+        upper, point = finding.distortion, finding.point
+        if method == "direct":
+            lower = finding.lower_bound or 0.0
+            status = "optimal" if upper - lower <= tol else "unknown"
+            return result(lower, upper, point, status, finding.reason, attack_distortion)
+
+    if method == "direct":
+        budget = remaining()
+        if budget is not None and budget <= 0:
+            return result(0.0, upper, point, "unknown", "time limit before the MILP", attack_distortion)
+        finding = solve_exact(query, upper, time_limit=budget, minimise=True, **solve)
+        if finding.outcome == "robust":
+            return result(0.0, upper, point, "unknown",
+                          "MILP infeasible although a re-checked counterexample exists in the region: "
+                          "solver tolerance problem; bounds are the attack's", attack_distortion)
+        if finding.outcome == "not_robust" and finding.distortion < upper:
+            upper, point = finding.distortion, finding.point
+        lower = min(finding.lower_bound or 0.0, upper)
+        status = "optimal" if upper - lower <= tol else "unknown"
+        return result(lower, upper, point, status, finding.reason, attack_distortion)
+
+    reason = "bisection converged"
+    while upper - lower > tol:
+        budget = remaining()
+        if budget is not None and budget <= 0:
+            return result(lower, upper, point, "unknown", "time limit reached during bisection", attack_distortion)
+        mid = (lower + upper) / 2
+        tick = time.perf_counter()
+        (quick,) = attack(query, [mid])
+        history.append(SolveRecord("attack", mid, "not_robust" if quick else "unknown", time.perf_counter() - tick))
+        finding = quick or solve_exact(query, mid, time_limit=remaining(), minimise=False, **solve)
+        if finding.outcome == "robust":
+            lower = mid
+        elif finding.outcome == "not_robust":
+            upper, point = min(upper, finding.distortion), finding.point
+        else:
+            return result(lower, upper, point, "unknown", finding.reason, attack_distortion)
+    return result(lower, upper, point, "optimal", reason, attack_distortion)

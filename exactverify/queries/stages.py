@@ -1,0 +1,168 @@
+"""The stages a query runs through: attack, bounds, exact MILP/SMT solve.
+
+Each stage returns a :class:`Finding` for one eps: a validated counterexample, a proof,
+or nothing; the entry points in :mod:`.verify` and :mod:`.distortion` chain them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..bounds import BoundsResult, bounds
+from ..ir import Dense, Flatten
+from ..specs import Conjunction, OutputSpec
+from .checks import Query, distance, misclassified, project, recheck
+from .results import SolveRecord
+
+log = logging.getLogger(__name__)
+
+#: Slack subtracted from a solver's dual bound before it is reported as a proved lower bound
+#: on the minimal distortion (covers the solver's feasibility/optimality tolerances).
+DUAL_BOUND_SLACK = 1e-6
+
+
+@dataclass
+class Finding:
+    """What one stage established at one eps."""
+
+    outcome: str  # "robust", "not_robust", "unknown"
+    reason: str
+    point: np.ndarray | None = None
+    distortion: float | None = None
+    ir_ok: bool | None = None
+    model_ok: bool | None = None
+    logits: np.ndarray | None = None
+    lower_bound: float | None = None  # direct minimisation: proved lower bound on the distortion
+
+
+def accept_point(query: Query, raw_point, eps: float, source: str) -> Finding:
+    """Project a candidate into the eps-region and re-check it; a failed check is ``unknown``."""
+    point = project(query, raw_point, eps)
+    ir_ok, model_ok, logits = recheck(query, point)
+    dist = distance(query, point)
+    if ir_ok and model_ok is not False:
+        return Finding("not_robust", f"{source} counterexample re-checked in float64",
+                       point, dist, ir_ok, model_ok, logits)
+    where = "the IR" if not ir_ok else "the user's model"
+    return Finding("unknown", f"{source} point failed the float64 re-check on {where}",
+                   point, dist, ir_ok, model_ok, logits)
+
+
+def _score(query: Query):
+    spec = query.spec()
+    return lambda logits: spec.slack(logits)
+
+
+def attack(query: Query, eps_values: list[float], steps: int = 60, restarts: int = 2) -> list[Finding | None]:
+    """Batched PGD at several eps at once; a validated counterexample per eps, or None."""
+    from ..attacks import pgd
+
+    if not eps_values:
+        return []
+    center = torch.as_tensor(query.x)[None].expand(len(eps_values), *query.x.shape).clone()
+    domain = None if query.domain is None else tuple(torch.as_tensor(d) for d in query.domain)
+    eps_t = torch.tensor([e if math.isfinite(e) else 1e6 for e in eps_values], dtype=torch.float64)
+    generator = torch.Generator().manual_seed(0)
+    points, _ = pgd(query.network, center, eps_t, _score(query), norm=query.norm, domain=domain,
+                    steps=steps, restarts=restarts, generator=generator)
+    ok = misclassified(query, query.network.forward(points))
+    findings: list[Finding | None] = []
+    for k, eps in enumerate(eps_values):
+        if not bool(ok[k]):
+            findings.append(None)
+            continue
+        finding = accept_point(query, points[k].numpy(), float(eps_t[k]), "attack")
+        findings.append(finding if finding.outcome == "not_robust" else None)
+    return findings
+
+
+def spec_bounds(query: Query, spec: OutputSpec, eps: float, method: str) -> tuple[BoundsResult, np.ndarray]:
+    """Bounds of the network on the eps-region plus lower bounds of every spec row ``A y - b``.
+
+    The spec rows are appended as one more dense layer, so CROWN/LP bound them directly
+    (tighter than bounding them from the output box).
+    """
+    net = query.network
+    rows = np.concatenate([c.A for c in spec.disjuncts])
+    rhs = np.concatenate([c.b for c in spec.disjuncts])
+    extra = ([Flatten()] if len(net.output_shape) != 1 else []) + [Dense(rows, -rhs)]
+    augmented = net.with_layers(net.layers + tuple(extra))
+    result = bounds(augmented, query.region(eps), method=method)
+    n = len(net.layers)
+    own = BoundsResult(net, method, result.lower[: n + 1], result.upper[: n + 1], result.seconds)
+    return own, result.lower[-1][0].cpu().numpy()
+
+
+def live_disjuncts(spec: OutputSpec, row_lower: np.ndarray) -> OutputSpec | None:
+    """The disjuncts the bounds cannot rule out (a row with ``A y - b > 0`` everywhere), or None."""
+    keep, start = [], 0
+    for conj in spec.disjuncts:
+        rows = row_lower[start: start + conj.A.shape[0]]
+        start += conj.A.shape[0]
+        if not np.any(rows > 0):
+            keep.append(Conjunction(conj.A, conj.b))
+    if not keep:
+        return None
+    return OutputSpec(tuple(keep), spec.num_outputs, spec.description)
+
+
+def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, time_limit: float | None,
+                minimise: bool, history: list[SolveRecord], encoder_options: dict | None = None) -> Finding:
+    """Decide (or, with ``minimise``, minimise the distortion over) the eps-region exactly."""
+    spec = query.spec()
+    start = time.perf_counter()
+    net_bounds, row_lower = spec_bounds(query, spec, eps, bounds_method)
+    unstable = net_bounds.unstable_per_layer()
+    live = live_disjuncts(spec, row_lower)
+    history.append(SolveRecord("bounds", eps, "robust" if live is None else "unknown",
+                               time.perf_counter() - start, raw_status=bounds_method, unstable=unstable))
+    if live is None:
+        return Finding("robust", f"proved by {bounds_method} bounds")
+    if time_limit is not None:
+        time_limit = max(time_limit - (time.perf_counter() - start), 0.01)
+    if backend == "z3" and not minimise:
+        return _solve_smt(query, eps, live, net_bounds, time_limit, history)
+    from encoders.backends import Status, make_backend
+    from encoders.milp import encode_query
+
+    solver = make_backend(backend)
+    encoding = encode_query(solver, query.network, query.region(eps), live, net_bounds,
+                            distortion=minimise, **(encoder_options or {}))
+    if minimise:
+        solver.set_objective([encoding.distortion], [1.0], minimize=True)
+    result = solver.solve(time_limit=time_limit)
+    history.append(SolveRecord("milp", eps, result.status.value, result.seconds, result.raw_status,
+                               result.objective, result.bound, result.node_count, unstable))
+    if result.status == Status.INFEASIBLE:
+        return Finding("robust", f"MILP infeasible ({backend}: {result.raw_status})", lower_bound=math.inf)
+    lower = None
+    if minimise and result.bound is not None and math.isfinite(result.bound):
+        lower = max(result.bound - DUAL_BOUND_SLACK, 0.0)
+    if result.status.has_solution and result.values is not None:
+        finding = accept_point(query, result.values[encoding.input], eps, f"{backend} MILP")
+        finding.lower_bound = lower
+        if result.status != Status.OPTIMAL:
+            finding.reason += f" (solver stopped: {result.raw_status})"
+        return finding
+    return Finding("unknown", f"{backend} returned {result.status.value} ({result.raw_status})", lower_bound=lower)
+
+
+def _solve_smt(query: Query, eps: float, spec: OutputSpec, net_bounds: BoundsResult,
+               time_limit: float | None, history: list[SolveRecord]) -> Finding:
+    from encoders.backends import Status
+    from encoders.smt import encode_smt, solve_smt
+
+    encoding = encode_smt(query.network, query.region(eps), spec, net_bounds)
+    result = solve_smt(encoding, time_limit=time_limit)
+    history.append(SolveRecord("smt", eps, result.status.value, result.seconds, result.raw_status))
+    if result.status == Status.INFEASIBLE:
+        return Finding("robust", f"SMT unsat (z3: {result.raw_status})")
+    if result.status.has_solution and result.values is not None:
+        return accept_point(query, result.values[: query.network.input_size], eps, "z3 SMT")
+    return Finding("unknown", f"z3 returned {result.status.value} ({result.raw_status})")

@@ -1,0 +1,74 @@
+"""``verify``: is a point robust within eps? A proof, a re-checked counterexample, or unknown."""
+
+from __future__ import annotations
+
+import time
+
+from ..specs import DEFAULT_MARGIN
+from .checks import BACKENDS, BOUND_METHODS, check_eps, make_query
+from .results import SolveRecord, Verdict, VerdictStatus
+from .stages import Finding, accept_point, attack, solve_exact
+
+from ..errors import InvalidInputError
+
+
+def check_options(backend: str, bounds_method: str, time_limit) -> float | None:
+    """Validate the solver options shared by the query entry points."""
+    if backend not in BACKENDS:
+        raise InvalidInputError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if bounds_method not in BOUND_METHODS:
+        raise InvalidInputError(f"bounds_method must be one of {BOUND_METHODS}, got {bounds_method!r}")
+    if time_limit is not None:
+        time_limit = check_eps(time_limit, "time_limit")
+        if time_limit == 0:
+            raise InvalidInputError("time_limit must be > 0 (or None for no limit)")
+    return time_limit
+
+
+def verify(network, x, eps, norm: str = "linf", target: int | None = None, *, label: int | None = None,
+           domain=None, margin: float = DEFAULT_MARGIN, backend: str = "scip", bounds_method: str = "lp",
+           time_limit: float | None = None, model=None, attack_first: bool = True) -> Verdict:
+    """Decide whether every point within ``eps`` of ``x`` (norm ``linf``/``l1``, clipped to the
+    domain) keeps the label (untargeted) or avoids class ``target`` (targeted).
+
+    An adversarial point is one where the other class beats the label (or every other class,
+    for a target) by at least ``margin`` > 0 in the encoding, and strictly in the float64
+    re-check. ``robust`` is only returned when proved (by bounds or an infeasible MILP/SMT);
+    ``not_robust`` only with a counterexample that passed the re-check; otherwise ``unknown``.
+    ``network`` may be a Network, a torch module or a model path; ``model`` an extra torch
+    module to re-check counterexamples on (defaults to ``network`` when that is a module).
+    """
+    start = time.perf_counter()
+    eps = check_eps(eps)
+    time_limit = check_options(backend, bounds_method, time_limit)
+    query = make_query(network, x, norm, target, label, domain, margin)
+    if model is not None:
+        query = type(query)(**{**query.__dict__, "model": model})
+    history: list[SolveRecord] = []
+
+    finding = _decide(query, eps, backend, bounds_method, time_limit, attack_first, history)
+    return Verdict(
+        status=VerdictStatus(finding.outcome), reason=finding.reason, label=query.label, target=query.target,
+        eps=eps, norm=norm, counterexample=finding.point if finding.outcome == "not_robust" else None,
+        validated=finding.ir_ok if finding.point is not None else None,
+        model_validated=finding.model_ok, distortion=finding.distortion if finding.point is not None else None,
+        logits=finding.logits, seconds=time.perf_counter() - start, history=history,
+    )
+
+
+def _decide(query, eps, backend, bounds_method, time_limit, attack_first, history) -> Finding:
+    start = time.perf_counter()
+    centre = accept_point(query, query.x, eps, "centre")
+    if centre.outcome == "not_robust":
+        history.append(SolveRecord("centre", eps, "not_robust", time.perf_counter() - start))
+        centre.reason = "the centre itself is adversarial"
+        return centre
+    if attack_first and eps > 0:
+        tick = time.perf_counter()
+        (found,) = attack(query, [eps])
+        history.append(SolveRecord("attack", eps, "not_robust" if found else "unknown", time.perf_counter() - tick))
+        if found is not None:
+            return found
+    remaining = None if time_limit is None else max(time_limit - (time.perf_counter() - start), 0.01)
+    return solve_exact(query, eps, backend=backend, bounds_method=bounds_method, time_limit=remaining,
+                       minimise=False, history=history)

@@ -1,0 +1,291 @@
+"""The exact queries (``verify``, ``minimal_distortion``) against the independent oracles.
+
+Every answer is judged by ``oracles.py`` (activation-pattern enumeration + HiGHS LPs),
+which shares no code with exactverify's bounds, encoders or queries:
+- the oracle's minimal distortion lies in the proved bracket ``[lower, upper]``, and the
+  bracket is within ``tol`` when the status is "optimal";
+- every counterexample has the input shape, lies in the domain (exactly) and in the
+  eps-ball, is misclassified by our own float64 forward pass, and its distance equals
+  the reported distortion/upper bound;
+- ``verify`` just below the oracle's radius proves "robust", just above finds a
+  validated counterexample; SCIP, OR-Tools and z3 agree with the oracle;
+- edge cases (no adversarial point in the domain, centre already misclassified),
+  argument errors, and a tiny time limit (never a wrong "robust").
+
+The default run covers each (norm, targeted, method) combination on every case at least
+once (round robin); the full product is marked slow.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import math
+from functools import lru_cache
+
+import numpy as np
+import oracles
+import pytest
+import torch
+from conftest import TINY_CONFIGS, TinyCase, cached_case, harder_net, no_adversarial_net, point_with_gap
+
+import exactverify as ev
+
+MARGIN = ev.DEFAULT_MARGIN
+#: Default bisection/direct tolerance on upper - lower, as in the API.
+TOL = 1e-3
+#: Slack on "oracle in [lower, upper]" and on distortion equalities (solver/LP tolerances).
+BOUND_TOL = 1e-6
+#: Float rounding allowed when a counterexample sits on the eps-sphere (x + d - x != d).
+SPHERE_TOL = 1e-12
+#: Safety net per query so a hung solver fails the test instead of the whole run.
+TIME_LIMIT = 60.0
+BRACKET = 1e-2  # verify at oracle * (1 -+ BRACKET)
+
+NORMS = ("linf", "l1")
+METHODS = ("bisection", "direct")
+#: verify's ``attack_first`` switch (lead's extension), when present: lets the backend decide.
+NO_ATTACK = {"attack_first": False} if "attack_first" in inspect.signature(ev.verify).parameters else {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_torch_thread():
+    """Tiny tensors: intra-op threads only add contention on the 2-core test machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def target_of(case: TinyCase, targeted: bool) -> int | None:
+    return (case.label + 1) % case.num_classes if targeted else None
+
+
+@lru_cache(maxsize=None)
+def pieces(index: int) -> list[oracles.Piece]:
+    case = cached_case(index)
+    return oracles.enumerate_pieces(case.network, case.network.input_domain)
+
+
+@lru_cache(maxsize=None)
+def oracle_distance(index: int, norm: str, targeted: bool) -> float:
+    case = cached_case(index)
+    return oracles.min_distortion(case.network, case.x, norm, margin=MARGIN, target=target_of(case, targeted),
+                                  pieces=pieces(index)).distance
+
+
+def check_counterexample(network, x, point, norm: str, label: int, target: int | None,
+                         eps: float | None = None) -> float:
+    """Assert ``point`` is a genuine counterexample (our own forward pass); return its distance."""
+    assert point is not None
+    point = np.asarray(point, dtype=np.float64)
+    assert point.shape == network.input_shape, f"counterexample shape {point.shape} != {network.input_shape}"
+    if network.input_domain is not None:
+        low, high = network.input_domain
+        assert np.all(point >= low) and np.all(point <= high), "counterexample leaves the input domain"
+    logits = oracles.evaluate(network, point.reshape(1, -1))[0]
+    if target is None:
+        assert np.delete(logits, label).max() > logits[label], f"not misclassified: logits {logits}, label {label}"
+    else:
+        assert logits[target] > np.delete(logits, target).max(), f"target {target} does not win: logits {logits}"
+    dist = oracles.distance(point, x, norm)
+    if eps is not None:
+        assert dist <= eps + SPHERE_TOL, f"counterexample at distance {dist} > eps {eps}"
+    return dist
+
+
+# ------------------------------------------------------------- minimal distortion
+COMBOS = list(itertools.product(NORMS, (False, True), METHODS))
+
+
+def _distortion_params():
+    params = []
+    for index, combo in itertools.product(range(len(TINY_CONFIGS)), range(len(COMBOS))):
+        norm, targeted, method = COMBOS[combo]
+        fast = combo == index % len(COMBOS)  # round robin: every case once, every combo >= once
+        marks = () if fast else (pytest.mark.slow,)
+        ident = f"tiny{TINY_CONFIGS[index][0]}-{norm}-{'targeted' if targeted else 'untargeted'}-{method}"
+        params.append(pytest.param(index, norm, targeted, method, marks=marks, id=ident))
+    return params
+
+
+@pytest.mark.parametrize("index,norm,targeted,method", _distortion_params())
+def test_minimal_distortion_brackets_oracle(index, norm, targeted, method):
+    case = cached_case(index)
+    target = target_of(case, targeted)
+    d_star = oracle_distance(index, norm, targeted)
+    res = ev.minimal_distortion(case.network, case.x, norm, target, method=method, tol=TOL, time_limit=TIME_LIMIT)
+    assert res.history, "no solver-call records"
+    if not math.isfinite(d_star):
+        assert res.status == "no_counterexample", res.reason
+        assert res.upper == math.inf and res.counterexample is None
+        return
+    assert res.status == "optimal", f"{res.status}: {res.reason}"
+    assert res.lower - BOUND_TOL <= d_star <= res.upper + BOUND_TOL, \
+        f"oracle {d_star} outside proved bracket [{res.lower}, {res.upper}]"
+    assert 0 <= res.upper - res.lower <= TOL + 1e-9
+    dist = check_counterexample(case.network, case.x, res.counterexample, norm, case.label, target)
+    assert dist == pytest.approx(res.upper, abs=BOUND_TOL)
+
+
+# ------------------------------------------------------------------ verify brackets
+def _verify_params():
+    params = []
+    for index, combo in itertools.product(range(len(TINY_CONFIGS)), range(4)):
+        norm, targeted = NORMS[combo // 2], bool(combo % 2)
+        marks = () if combo == index % 4 else (pytest.mark.slow,)
+        ident = f"tiny{TINY_CONFIGS[index][0]}-{norm}-{'targeted' if targeted else 'untargeted'}"
+        params.append(pytest.param(index, norm, targeted, marks=marks, id=ident))
+    return params
+
+
+@pytest.mark.parametrize("index,norm,targeted", _verify_params())
+def test_verify_brackets_oracle(index, norm, targeted):
+    case = cached_case(index)
+    target = target_of(case, targeted)
+    d_star = oracle_distance(index, norm, targeted)
+    if not math.isfinite(d_star):
+        verdict = ev.verify(case.network, case.x, 1.0, norm, target, time_limit=TIME_LIMIT)
+        assert verdict.status == "robust", verdict.reason
+        return
+    below = ev.verify(case.network, case.x, d_star * (1 - BRACKET), norm, target, time_limit=TIME_LIMIT)
+    assert below.status == "robust", f"below the oracle radius {d_star}: {below.status} ({below.reason})"
+    assert below.counterexample is None
+    eps = d_star * (1 + BRACKET)
+    above = ev.verify(case.network, case.x, eps, norm, target, time_limit=TIME_LIMIT)
+    assert above.status == "not_robust", f"above the oracle radius {d_star}: {above.status} ({above.reason})"
+    assert above.validated is True
+    dist = check_counterexample(case.network, case.x, above.counterexample, norm, case.label, target, eps)
+    assert above.distortion == pytest.approx(dist, abs=SPHERE_TOL)
+    assert dist >= d_star * (1 - BOUND_TOL) - BOUND_TOL, "counterexample closer than the oracle minimum"
+
+
+# --------------------------------------------------------------- backend agreement
+def _random_queries(count: int = 24, seed: int = 7):
+    """(case index, norm, target, eps, robust per oracle): eps 10-25% away from the oracle radius."""
+    rng = np.random.default_rng(seed)
+    queries = []
+    for k in range(count):
+        index = k % len(TINY_CONFIGS)
+        norm, targeted = NORMS[k % 2], bool((k // 2) % 2)
+        case = cached_case(index)
+        d_star = oracle_distance(index, norm, targeted)
+        factor = float(rng.choice([0.75, 0.9, 1.1, 1.25]))
+        eps = 0.5 if not math.isfinite(d_star) else d_star * factor
+        queries.append((index, norm, target_of(case, targeted), eps, not (math.isfinite(d_star) and factor > 1)))
+    return queries
+
+
+BACKEND_MODULES = {"scip": "pyscipopt", "ortools": "ortools", "z3": "z3"}
+
+
+@pytest.mark.parametrize("backend", sorted(BACKEND_MODULES))
+def test_backends_agree_with_oracle(backend):
+    pytest.importorskip(BACKEND_MODULES[backend], reason=f"{backend} backend not installed")
+    solver_decided = 0
+    for index, norm, target, eps, robust in _random_queries():
+        case = cached_case(index)
+        # Interval bounds leave the decision to the solver; no attack, when that can be switched off.
+        verdict = ev.verify(case.network, case.x, eps, norm, target, backend=backend, bounds_method="interval",
+                            time_limit=TIME_LIMIT, **NO_ATTACK)
+        expected = "robust" if robust else "not_robust"
+        assert verdict.status == expected, f"{case.name} {norm} target={target} eps={eps}: {verdict.reason}"
+        if not robust:
+            assert verdict.validated is True
+            check_counterexample(case.network, case.x, verdict.counterexample, norm, case.label, target, eps)
+        solver_decided += any(r.stage in ("milp", "smt") for r in verdict.history)
+    assert solver_decided >= 12, f"only {solver_decided} of 24 queries reached the {backend} solver"
+
+
+# ------------------------------------------------------------------- edge cases
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("target", [None, 2])
+def test_no_adversarial_example_in_domain(method, norm, target):
+    net, x = no_adversarial_net(), np.array([0.5, 0.5])
+    assert math.isinf(oracles.min_distortion(net, x, norm, margin=MARGIN, target=target).distance)
+    res = ev.minimal_distortion(net, x, norm, target, method=method, time_limit=TIME_LIMIT)
+    assert res.status == "no_counterexample", res.reason
+    assert res.upper == math.inf and res.counterexample is None
+    verdict = ev.verify(net, x, 1.0, norm, target, time_limit=TIME_LIMIT)
+    assert verdict.status == "robust" and verdict.counterexample is None
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_centre_already_misclassified(method):
+    case = cached_case(0)
+    logits = oracles.evaluate(case.network, case.x.reshape(1, -1))[0]
+    other = int(np.argsort(logits)[-2])  # beaten by the argmax by >= MIN_LOGIT_GAP > margin
+    assert oracles.min_distortion(case.network, case.x, "linf", margin=MARGIN, label=other).distance == 0.0
+    res = ev.minimal_distortion(case.network, case.x, "linf", label=other, method=method)
+    assert res.lower == 0.0 and res.upper == 0.0 and res.status == "optimal"
+    np.testing.assert_array_equal(res.counterexample, case.x)
+    verdict = ev.verify(case.network, case.x, 0.05, "linf", label=other)
+    assert verdict.status == "not_robust" and verdict.validated is True and verdict.distortion == 0.0
+
+
+def test_tiny_time_limit_is_never_robust():
+    """On a 120-ReLU net, at an eps where a counterexample is known, 10 ms gives "unknown"."""
+    net = harder_net()
+    x = point_with_gap(net, 0)
+    found = ev.verify(net, x, 0.05, "linf", time_limit=TIME_LIMIT)
+    assert found.status == "not_robust" and found.validated is True
+    eps = found.distortion  # the truth at this eps is "not robust"
+    for bounds_method in ("interval", "lp"):
+        verdict = ev.verify(net, x, eps, "linf", bounds_method=bounds_method, time_limit=0.01, **NO_ATTACK)
+        assert verdict.status != "robust", f"wrong proof with bounds_method={bounds_method}: {verdict.reason}"
+        if verdict.status == "not_robust":
+            assert verdict.validated is True
+            check_counterexample(net, x, verdict.counterexample, "linf", found.label, None, eps)
+        elif NO_ATTACK:
+            assert verdict.status == "unknown" and verdict.reason
+    res = ev.minimal_distortion(net, x, "linf", bounds_method="interval", time_limit=0.01)
+    assert res.status == "unknown", res.reason
+    assert res.lower <= eps, "proved lower bound above a known counterexample's distance"
+    if math.isfinite(res.upper):
+        dist = check_counterexample(net, x, res.counterexample, "linf", found.label, None)
+        assert dist == pytest.approx(res.upper, abs=BOUND_TOL)
+
+
+# ---------------------------------------------------------------------- errors
+def _bad_verify_calls(case: TinyCase):
+    net, label, n = case.network, case.label, case.num_classes
+    low = net.input_domain[0]
+    return [
+        (dict(eps=-0.1), ev.InvalidInputError, "eps"),
+        (dict(eps=float("nan")), ev.InvalidInputError, "eps"),
+        (dict(norm="l2"), ev.InvalidInputError, "norm"),
+        (dict(target=label), ev.InvalidInputError, "target"),
+        (dict(target=n), ev.InvalidInputError, "target"),
+        (dict(target=-1), ev.InvalidInputError, "target"),
+        (dict(x=np.zeros(net.input_size + 1)), ev.ShapeMismatchError, "shape"),
+        (dict(x=low - 0.5), ev.InvalidInputError, "domain"),
+        (dict(backend="gurobi"), ev.InvalidInputError, "backend"),
+    ]
+
+
+@pytest.mark.parametrize("which", range(9))
+def test_verify_rejects_bad_arguments(which):
+    case = cached_case(0)
+    change, error, match = _bad_verify_calls(case)[which]
+    args = dict(x=case.x, eps=0.1, norm="linf", target=None) | change
+    extra = {key: value for key, value in change.items() if key not in ("x", "eps", "norm", "target")}
+    with pytest.raises(error, match=match):
+        ev.verify(case.network, args["x"], args["eps"], args["norm"], args["target"], **extra)
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(norm="l2"), "norm"), (dict(target="label"), "target"), (dict(target=99), "target"),
+    (dict(method="newton"), "method"), (dict(tol=-1.0), "tol"), (dict(x="outside"), "domain"),
+    (dict(x="short"), "shape"),
+])
+def test_minimal_distortion_rejects_bad_arguments(change, match):
+    case = cached_case(0)
+    args = dict(x=case.x, norm="linf", target=None) | change
+    if args["target"] == "label":
+        args["target"] = case.label
+    if isinstance(args["x"], str):
+        args["x"] = case.network.input_domain[0] - 0.5 if args["x"] == "outside" else case.x[:1]
+    extra = {k: v for k, v in args.items() if k not in ("x", "norm", "target")}
+    with pytest.raises(ev.InvalidInputError, match=match):
+        ev.minimal_distortion(case.network, args["x"], args["norm"], args["target"], **extra)
