@@ -41,8 +41,8 @@ AGREE_TOL = 1e-4
 ROUTES = {  # label -> (backend name, constructor options)
     "pyscipopt": ("scip", {}),
     "pyscipopt-stock": ("scip", {"params": {"separating/aggregation/freq": 10}}),
-    "ortools-SCIP": ("ortools", {"solver": "SCIP"}),
-    "ortools-SCIP-noaggr": ("ortools", {"solver": "SCIP", "params": "separating/aggregation/freq = -1"}),
+    "ortools-SCIP": ("ortools", {"solver": "SCIP", "params": ""}),  # stock SCIP settings
+    "ortools-SCIP-noaggr": ("ortools", {"solver": "SCIP"}),  # the backend's default
     "ortools-HIGHS": ("ortools", {"solver": "HIGHS"}),
     "ortools-CBC": ("ortools", {"solver": "CBC"}),
     "z3": ("z3", {}),

@@ -34,7 +34,7 @@ OBJ_TOL = 1e-6
 
 # (backend name, constructor options): the three backends, plus ortools' other exact engines.
 ROUTES = {"scip": ("scip", {}), "ortools": ("ortools", {}), "z3": ("z3", {}),
-          "ortools-scip": ("ortools", {"solver": "SCIP"}), "ortools-cbc": ("ortools", {"solver": "CBC"})}
+          "ortools-highs": ("ortools", {"solver": "HIGHS"}), "ortools-cbc": ("ortools", {"solver": "CBC"})}
 
 
 def _route_params():

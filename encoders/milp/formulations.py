@@ -305,6 +305,7 @@ MAXPOOL: dict[str, Formulation] = {"direct": maxpool_direct, "relu_chain": maxpo
 CLAMP: dict[str, Formulation] = {"chain": clamp_chain, "direct": clamp_direct}
 
 #: Default formulation per layer type; ``encode_network(registry=...)`` overrides entries.
+#: Defaults among alternatives were picked by ``benchmarks/encodings.py``.
 FORMULATIONS: dict[type[Layer], Formulation] = {
     Dense: affine,
     Conv2d: affine,
@@ -314,7 +315,7 @@ FORMULATIONS: dict[type[Layer], Formulation] = {
     Reshape: reshape,
     ReLU: relu,
     LeakyReLU: leaky_relu,
-    Clamp: clamp_chain,
+    Clamp: clamp_direct,  # faster than clamp_chain on benchmarks/results/encodings.md
     MaxPool2d: maxpool_direct,
     Sigmoid: refuse,
     Tanh: refuse,

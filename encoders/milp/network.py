@@ -43,7 +43,7 @@ def check_bounds(network: Network, bounds: BoundsResult) -> None:
 
 
 def build_registry(maxpool: str = "direct", registry: Mapping[type[Layer], Formulation] | None = None,
-                   clamp: str = "chain") -> dict[type[Layer], Formulation]:
+                   clamp: str = "direct") -> dict[type[Layer], Formulation]:
     """The default formulations with the chosen max-pool / clamp encodings and ``registry`` on top."""
     if maxpool not in MAXPOOL:
         raise InvalidInputError(f"maxpool must be one of {tuple(MAXPOOL)}, got {maxpool!r}")

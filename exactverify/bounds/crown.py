@@ -242,6 +242,8 @@ def _crown_value(network: Network, target: int, region: Region, context: _Contex
     batch = region.batch_size
     size = math.prod(network.shapes[target])
     per_row = 2 * max(math.prod(network.shapes[i]) for i in range(target + 1))  # lower and upper row
+    if region.norm == "l1":  # the knapsack's sort keeps about twice as many temporaries alive
+        max_elements = max(1, max_elements // 2)
     row_step = min(size, max(1, max_elements // per_row))
     batch_step = max(1, max_elements // (row_step * per_row))
     lows, ups = [], []

@@ -171,7 +171,8 @@ def _add_s_shaped(prog, x, y, l, u, layer: Layer) -> None:
 
 
 def _add_maxpool(prog, x, y, l, u, layer: MaxPool2d, shape) -> None:
-    relax = maxpool_relaxation(layer, shape, torch.as_tensor(l).reshape(1, *shape), torch.as_tensor(u).reshape(1, *shape))
+    low_t, up_t = torch.as_tensor(l).reshape(1, *shape), torch.as_tensor(u).reshape(1, *shape)
+    relax = maxpool_relaxation(layer, shape, low_t, up_t)
     table = layer.window_indices(tuple(shape))
     best = relax.index[0].numpy()
     dominated = relax.dominated[0].numpy()
@@ -346,8 +347,8 @@ def lp_bounds(network: Network, region: Region, *, time_limit: float = DEFAULT_T
                         time_limit, budget)
     device = region.lower.device
     shapes = network.shapes
-    return ([torch.as_tensor(t).reshape(batch, *s).to(device) for t, s in zip(lows, shapes)],
-            [torch.as_tensor(t).reshape(batch, *s).to(device) for t, s in zip(ups, shapes)])
+    return ([torch.as_tensor(t).reshape(batch, *s).to(device) for t, s in zip(lows, shapes, strict=True)],
+            [torch.as_tensor(t).reshape(batch, *s).to(device) for t, s in zip(ups, shapes, strict=True)])
 
 
 def _tighten_region(network: Network, region: Region, lows: list[np.ndarray], ups: list[np.ndarray],
@@ -380,10 +381,10 @@ def _tighten_region(network: Network, region: Region, lows: list[np.ndarray], up
         up_t = torch.as_tensor(ups[index]).reshape(1, *shape)
         i_low, i_up = interval_layer(layer, low_t, up_t)
         nxt = index + 1
-        lows[nxt][:] = np.maximum(lows[nxt], i_low.reshape(-1).numpy())
-        ups[nxt][:] = np.minimum(ups[nxt], i_up.reshape(-1).numpy())
-        crossed = lows[nxt] > ups[nxt]  # two enclosures of a (near-)constant value, 1 ulp apart
-        lows[nxt][crossed], ups[nxt][crossed] = ups[nxt][crossed], lows[nxt][crossed]
+        low_n = np.maximum(lows[nxt], i_low.reshape(-1).numpy())
+        up_n = np.minimum(ups[nxt], i_up.reshape(-1).numpy())
+        kept = low_n <= up_n  # else: two enclosures of a (near-)constant value crossed by rounding
+        lows[nxt][kept], ups[nxt][kept] = low_n[kept], up_n[kept]
         cols = _add_layer(prog, layer, shape, cols, lows[index], ups[index], lows[nxt], ups[nxt])
     if count in targets and count > 0 and network.layers[-1].affine:
         mask = undecided(None, network.shapes[-1], lows[count], ups[count])

@@ -1,0 +1,42 @@
+"""Command line: JSON verdicts that agree with each other and with a float64 re-run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+import exactverify as ev
+from exactverify import zoo
+from exactverify.cli import main
+
+
+def _digits():
+    return ev.load(zoo.digits_network(), input_shape=(64,)), zoo.load_digits_data()[2]
+
+
+def test_distortion_then_verify_bracket_the_minimum(tmp_path):
+    out = tmp_path / "d.json"
+    assert main(["distortion", "digits", "--digits-index", "0", "--target", "9", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["status"] == "optimal"
+    assert 0 < result["lower"] <= result["upper"] <= result["lower"] + 1e-3
+    network, x_test = _digits()
+    point = np.array(result["counterexample"])
+    assert np.abs(point - x_test[0]).max() <= result["upper"] + 1e-9
+    assert network.forward(torch.tensor(point)[None]).argmax(1).item() == 9
+
+    below, above = tmp_path / "below.json", tmp_path / "above.json"
+    assert main(["verify", "digits", "--digits-index", "0", "--target", "9", "--eps",
+                 str(result["lower"] * 0.99), "--json", str(below)]) == 0
+    assert main(["verify", "digits", "--digits-index", "0", "--target", "9", "--eps",
+                 str(result["upper"] * 1.01), "--json", str(above)]) == 0
+    assert json.loads(below.read_text())["status"] == "robust"
+    verdict = json.loads(above.read_text())
+    assert verdict["status"] == "not_robust" and verdict["validated"] is True and verdict["model_validated"] is True
+
+
+def test_bad_input_exits_with_a_clear_message(capsys):
+    assert main(["verify", "digits", "--digits-index", "0", "--eps", "-0.1"]) == 2
+    assert "eps must be finite and >= 0" in capsys.readouterr().err
