@@ -181,6 +181,8 @@ def summary(rows: list[dict], check_lines: list[str], args, elapsed: float) -> s
         "",
         "L-inf balls of radius eps around the first MNIST test images, intersected with [0, 1].",
         f"Device: {args.device}. Mode: {'quick' if args.quick else 'full'}. Wall time {elapsed / 60:.1f} min.",
+        f"Load average at the end: {machine_info().get('load_average_1m')} on {machine_info()['cpu_count']} CPUs "
+        "(other jobs share the machine, so timings are noisy; compare them within one run only).",
         f"LP tightening is per region and slow: it ran at batch 1 on {args.lp_images} image(s) only "
         f"(time limit {args.lp_time_limit:g} s per LP, HiGHS, CPU); interval and CROWN ran at "
         f"batch sizes {', '.join(map(str, args.batches))}.",
@@ -228,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eps", type=float, nargs="+", default=list(EPSILONS))
     parser.add_argument("--name", default="bounds", help="results file stem under benchmarks/results")
     args = parser.parse_args(argv)
+    if not args.name or any(sep in args.name for sep in "/\\"):
+        parser.error(f"--name must be a plain file stem, got {args.name!r}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device")
     args.batches = (1, 64) if args.quick else BATCHES

@@ -3,6 +3,7 @@
     python benchmarks/train.py digits          # 64-16-16-10 on sklearn's 8x8 digits
     python benchmarks/train.py mnist           # 784-24-24-24-10 on MNIST (shared npz)
     python benchmarks/train.py all
+    python benchmarks/train.py mnist-madry     # N̄: PGD adversarially trained MNIST net (train_madry.py)
 
 Writes ``exactverify/data/<name>.pt`` (a float32 state_dict) and a JSON sidecar with the
 architecture, seed, hyper-parameters, test accuracy, torch version and a SHA-256 of the
@@ -127,8 +128,14 @@ def train(name: str, seed: int, out_dir: Path, mnist_path: str | None = None, lo
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["mnist-madry"]:  # adversarial training has its own options: see train_madry.py
+        from train_madry import main as madry_main
+
+        return madry_main(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("network", choices=["digits", "mnist", "all"], help="which zoo network to train")
+    parser.add_argument("network", choices=["digits", "mnist", "all", "mnist-madry"], help="which zoo network to train")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for init and shuffling")
     parser.add_argument("--out-dir", type=Path, default=zoo.DATA_DIR, help="where to write .pt and .json")
     parser.add_argument("--mnist", default=None, help="path of mnist.npz (default: shared data folder)")

@@ -136,3 +136,23 @@ def load_mnist(
         x_test.reshape(shape).astype(np.float64) / 255.0,
         y_test.astype(np.int64),
     )
+
+
+#: N̄: the MNIST architecture after PGD adversarial training (``benchmarks/train.py mnist-madry``).
+MADRY_WEIGHT_FILE = "mnist_fc_24x3_madry.pt"
+
+
+def mnist_madry_network() -> nn.Sequential:
+    """N̄: the 784-24-24-24-10 MNIST MLP trained with L-inf PGD (Madry et al., eps 0.1); flat input in [0, 1].
+
+    Its sidecar ``mnist_fc_24x3_madry.json`` records clean and PGD accuracy and the training setup.
+    """
+    path = DATA_DIR / MADRY_WEIGHT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"weights of the adversarially trained MNIST network are missing at {path}; "
+            "run `python benchmarks/train.py mnist-madry`"
+        )
+    model = mlp(ARCHITECTURES["mnist"])
+    model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
+    return model.eval()

@@ -20,7 +20,7 @@ from exactverify import ir
 from exactverify.bounds.affine import affine_matrix
 from exactverify.bounds.crown import concretize, crown_bounds
 from exactverify.bounds.linearize import relax_elementwise
-from exactverify.bounds.lp import lp_bounds, safe_minimum
+from exactverify.bounds.lp import LP_METHODS, lp_bounds, safe_minimum
 from exactverify.errors import InvalidInputError
 
 #: A sampled value may exceed a bound by this much: float64 rounding of the forward pass
@@ -316,7 +316,8 @@ def test_affine_matrix_matches_forward(layer: ir.Layer) -> None:
     np.testing.assert_allclose(got, expected, atol=1e-12)
 
 
-def test_lp_certificate_is_a_valid_lower_bound() -> None:
+@pytest.mark.parametrize("method", LP_METHODS)
+def test_lp_certificate_is_a_valid_lower_bound(method: str) -> None:
     rng = np.random.default_rng(6)
     import scipy.sparse as sp
 
@@ -329,7 +330,7 @@ def test_lp_certificate_is_a_valid_lower_bound() -> None:
         lb, ub = -np.full(6, 2.0), np.full(6, 2.0)
         c = rng.normal(size=6)
         matrices = (sp.csr_matrix(a_ub), b_ub, sp.csr_matrix(a_eq), b_eq, lb, ub)
-        bound = safe_minimum(c, matrices, 5.0)
+        bound = safe_minimum(c, matrices, 5.0, method)
         ref = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=np.column_stack([lb, ub]),
                       method="highs").fun
         assert bound is not None and ref - 1e-6 <= bound <= ref
@@ -346,6 +347,8 @@ def test_bad_options_are_rejected() -> None:
         lp_bounds(network, region, max_neurons=-2)
     with pytest.raises(InvalidInputError, match="layers"):
         lp_bounds(network, region, layers=[0])
+    with pytest.raises(InvalidInputError, match="lp_method"):
+        lp_bounds(network, region, lp_method="simplex")
 
 
 @pytest.mark.slow

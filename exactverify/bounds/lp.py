@@ -38,6 +38,12 @@ from .linearize import NARROW_WIDTH, maxpool_relaxation, relax_elementwise
 #: Default wall-clock limit of one LP, seconds.
 DEFAULT_TIME_LIMIT = 10.0
 
+#: Default ``linprog`` method. HiGHS's interior point (with crossover) is ~40x faster than
+#: its simplex on the dense MNIST-sized layers (1.3 s vs 55 s for one 1552-column LP);
+#: any dual it returns gives a valid certificate. ``"highs"`` / ``"highs-ds"`` also work.
+DEFAULT_LP_METHOD = "highs-ipm"
+LP_METHODS = ("highs", "highs-ds", "highs-ipm")
+
 #: Outward slack on every LP-derived bound, relative to ``1 + |bound|``: covers the float64
 #: rounding in evaluating the dual certificate (the certificate itself is exact math).
 LP_BOUND_SLACK = 1e-9
@@ -246,12 +252,12 @@ def undecided(layer: Layer | None, shape, low: np.ndarray, up: np.ndarray) -> np
     return np.zeros(low.size, dtype=bool)
 
 
-def safe_minimum(c: np.ndarray, matrices, time_limit: float) -> float | None:
+def safe_minimum(c: np.ndarray, matrices, time_limit: float, method: str = DEFAULT_LP_METHOD) -> float | None:
     """A proved lower bound on ``min c.x`` over the program, or None if HiGHS gives none."""
     a_ub, b_ub, a_eq, b_eq, lb, ub = matrices
     try:
         res = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=np.column_stack([lb, ub]),
-                      method="highs", options={"time_limit": float(time_limit)})
+                      method=method, options={"time_limit": float(time_limit)})
     except (ValueError, RuntimeError):
         return None
     if res.status != 0:
@@ -281,7 +287,7 @@ class _Budget:
 
 
 def _tighten(prog: _Program, cols: np.ndarray, low: np.ndarray, up: np.ndarray, mask: np.ndarray,
-             max_neurons: int | None, time_limit: float, budget: _Budget) -> None:
+             max_neurons: int | None, time_limit: float, budget: _Budget, method: str) -> None:
     """Minimise and maximise the neurons ``mask`` (widest first); updates ``low, up`` in place."""
     chosen = np.flatnonzero(mask)
     chosen = chosen[np.argsort(-(up[chosen] - low[chosen]), kind="stable")]
@@ -296,7 +302,7 @@ def _tighten(prog: _Program, cols: np.ndarray, low: np.ndarray, up: np.ndarray, 
             if not budget.left():
                 return
             c[cols[k]] = sign
-            bound = safe_minimum(c, matrices, time_limit)
+            bound = safe_minimum(c, matrices, time_limit, method)
             c[cols[k]] = 0.0
             if bound is None:
                 continue
@@ -306,7 +312,9 @@ def _tighten(prog: _Program, cols: np.ndarray, low: np.ndarray, up: np.ndarray, 
                 up[k] = min(up[k], -bound)
 
 
-def _validate(time_limit, max_neurons, layers, network: Network, time_budget) -> set[int]:
+def _validate(time_limit, max_neurons, layers, network: Network, time_budget, lp_method) -> set[int]:
+    if lp_method not in LP_METHODS:
+        raise InvalidInputError(f"lp_method must be one of {LP_METHODS}, got {lp_method!r}")
     if not (isinstance(time_limit, (int, float)) and time_limit > 0):
         raise InvalidInputError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
     if max_neurons is not None and (not isinstance(max_neurons, int) or max_neurons < 0):
@@ -324,7 +332,8 @@ def _validate(time_limit, max_neurons, layers, network: Network, time_budget) ->
 
 def lp_bounds(network: Network, region: Region, *, time_limit: float = DEFAULT_TIME_LIMIT,
               max_neurons: int | None = None, layers: Iterable[int] | None = None,
-              time_budget: float | None = None, max_elements: int | None = None) -> tuple[
+              time_budget: float | None = None, max_elements: int | None = None,
+              lp_method: str = DEFAULT_LP_METHOD) -> tuple[
         list[torch.Tensor], list[torch.Tensor]]:
     """LP-tightened bounds on the value entering every layer and on the output.
 
@@ -332,9 +341,9 @@ def lp_bounds(network: Network, region: Region, *, time_limit: float = DEFAULT_T
     undecided ones) tightened per value and region. ``layers``: value indices to tighten
     (default: every value entering a non-affine layer, and the output). ``time_budget``:
     total seconds, after which the remaining bounds stay at CROWN's. ``max_elements`` is
-    passed to CROWN.
+    passed to CROWN. ``lp_method``: the ``linprog`` HiGHS method.
     """
-    targets = _validate(time_limit, max_neurons, layers, network, time_budget)
+    targets = _validate(time_limit, max_neurons, layers, network, time_budget, lp_method)
     budget = _Budget(time_budget)
     crown_options = {} if max_elements is None else {"max_elements": max_elements}
     c_low, c_up = crown_bounds(network, region, **crown_options)
@@ -344,7 +353,7 @@ def lp_bounds(network: Network, region: Region, *, time_limit: float = DEFAULT_T
     cpu = region.to("cpu")
     for b in range(batch):
         _tighten_region(network, cpu[b], [t[b] for t in lows], [t[b] for t in ups], targets, max_neurons,
-                        time_limit, budget)
+                        time_limit, budget, lp_method)
     device = region.lower.device
     shapes = network.shapes
     return ([torch.as_tensor(t).reshape(batch, *s).to(device) for t, s in zip(lows, shapes, strict=True)],
@@ -352,7 +361,7 @@ def lp_bounds(network: Network, region: Region, *, time_limit: float = DEFAULT_T
 
 
 def _tighten_region(network: Network, region: Region, lows: list[np.ndarray], ups: list[np.ndarray],
-                    targets: set[int], max_neurons, time_limit: float, budget: _Budget) -> None:
+                    targets: set[int], max_neurons, time_limit: float, budget: _Budget, method: str) -> None:
     """Tighten one region's flat bounds ``lows[i], ups[i]`` in place, value by value."""
     prog = _Program()
     cols = prog.variables(lows[0], ups[0])
@@ -374,7 +383,7 @@ def _tighten_region(network: Network, region: Region, lows: list[np.ndarray], up
         after_affine = index > 0 and network.layers[index - 1].affine
         if index in targets and after_affine and not layer.affine:
             mask = undecided(layer, shape, lows[index], ups[index])
-            _tighten(prog, cols, lows[index], ups[index], mask, max_neurons, time_limit, budget)
+            _tighten(prog, cols, lows[index], ups[index], mask, max_neurons, time_limit, budget, method)
             prog.set_bounds(cols, lows[index], ups[index])
         # bounds of the next value: CROWN's, intersected with the interval image of these
         low_t = torch.as_tensor(lows[index]).reshape(1, *shape)
@@ -388,4 +397,4 @@ def _tighten_region(network: Network, region: Region, lows: list[np.ndarray], up
         cols = _add_layer(prog, layer, shape, cols, lows[index], ups[index], lows[nxt], ups[nxt])
     if count in targets and count > 0 and network.layers[-1].affine:
         mask = undecided(None, network.shapes[-1], lows[count], ups[count])
-        _tighten(prog, cols, lows[count], ups[count], mask, max_neurons, time_limit, budget)
+        _tighten(prog, cols, lows[count], ups[count], mask, max_neurons, time_limit, budget, method)

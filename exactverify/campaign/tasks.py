@@ -1,0 +1,81 @@
+"""Built-in campaign workers for the exact queries (``exactverify.campaign.tasks:distortion``).
+
+A query names a model (``"model"``: ``"digits"``, ``"mnist"`` or an .onnx/.nnet path), a
+point (``"x"``: nested list, or ``"digits_index"``: a test image of the bundled digits),
+and the keyword arguments of the query (``norm``, ``target``, ``label``, ``domain``,
+``method``, ``tol``, ``backend``, ``bounds_method``, ``eps``; ``time_limit`` is added by
+the campaign). Networks are loaded once per worker process.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from ..errors import InvalidInputError
+
+BUILTIN_MODELS = ("digits", "mnist")
+_OPTIONS = ("norm", "target", "label", "backend", "bounds_method", "time_limit")
+
+
+@lru_cache(maxsize=4)
+def _model(name: str):
+    """(network IR, torch module or None, domain or None) of a built-in name or a model path."""
+    from .. import zoo
+    from ..loaders import load
+
+    if name in BUILTIN_MODELS:
+        module = zoo.digits_network() if name == "digits" else zoo.mnist_network()
+        return load(module, input_shape=(zoo.ARCHITECTURES[name][0],)), module, (0.0, 1.0)
+    return load(name), None, None
+
+
+@lru_cache(maxsize=1)
+def _digits_test_images() -> np.ndarray:
+    from ..zoo import load_digits_data
+
+    return load_digits_data()[2]
+
+
+def _arguments(query: dict):
+    if "model" not in query:
+        raise InvalidInputError("a campaign query needs 'model' (built-in name or model path)")
+    network, module, domain = _model(str(query["model"]))
+    if "x" in query:
+        x = np.asarray(query["x"], dtype=np.float64)
+    elif "digits_index" in query:
+        x = _digits_test_images()[int(query["digits_index"])]
+    else:
+        raise InvalidInputError("a campaign query needs 'x' (the input point) or 'digits_index'")
+    options = {key: query[key] for key in _OPTIONS if key in query}
+    options["domain"] = tuple(query["domain"]) if query.get("domain") is not None else domain
+    options["model"] = module
+    return network, x, options
+
+
+def distortion(query: dict) -> dict:
+    """:func:`exactverify.minimal_distortion` on the query; its result without the history."""
+    from ..queries import minimal_distortion
+
+    network, x, options = _arguments(query)
+    for key in ("method", "tol"):
+        if key in query:
+            options[key] = query[key]
+    result = minimal_distortion(network, x, **options)
+    row = result.to_dict()
+    row["solver_calls"] = len(row.pop("history"))
+    return row
+
+
+def verify(query: dict) -> dict:
+    """:func:`exactverify.verify` at ``query["eps"]``; its verdict without the history."""
+    from ..queries import verify as verify_query
+
+    if "eps" not in query:
+        raise InvalidInputError("a verify query needs 'eps'")
+    network, x, options = _arguments(query)
+    verdict = verify_query(network, x, query["eps"], **options)
+    row = verdict.to_dict()
+    row["solver_calls"] = len(row.pop("history"))
+    return row
