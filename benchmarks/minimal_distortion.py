@@ -113,9 +113,7 @@ def main(argv=None) -> int:
 
     from exactverify import zoo
 
-    data = zoo.load_mnist()
-    x_test = data["x_test"].reshape(-1, 784) if isinstance(data, dict) else data[2].reshape(-1, 784)
-    y_test = data["y_test"] if isinstance(data, dict) else data[3]
+    _, _, x_test, y_test = zoo.load_mnist()
     import exactverify as ev
     import torch
 

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--backend", choices=("scip", "ortools"), default="scip")
     demo.add_argument("--time-limit", type=float, default=60.0, help="seconds per query")
     demo.add_argument("--quiet", action="store_true")
+    from .campaign.cli import add_campaign_parser
+
+    add_campaign_parser(sub)
     return parser
 
 
@@ -91,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     try:
+        if args.command == "campaign":
+            from .campaign.cli import handle_campaign
+
+            return handle_campaign(args)
         if args.command == "demo":
             from .demo import run_demo
 

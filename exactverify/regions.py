@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 
 from .errors import InvalidInputError, ShapeMismatchError
@@ -20,6 +21,8 @@ Norm = Literal["linf", "l1", "box"]
 
 def _batched(value, shape: tuple[int, ...], name: str) -> torch.Tensor:
     """``value`` as a float64 tensor of shape (B, *shape); a single sample gets B = 1."""
+    if isinstance(value, np.ndarray):
+        value = np.array(value, dtype=np.float64)  # a writable copy: torch refuses read-only views
     tensor = torch.as_tensor(value, dtype=torch.float64)
     if tuple(tensor.shape) == tuple(shape):
         tensor = tensor.unsqueeze(0)

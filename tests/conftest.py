@@ -15,6 +15,18 @@ import pytest
 
 from exactverify import ir
 
+@pytest.fixture(autouse=True, scope="session")
+def _single_torch_thread():
+    """Run torch single-threaded: the test networks are tiny, and intra-op threads on a
+    2-core machine cost far more than they give (and contend with the solvers)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 #: Smallest top-1 logit gap of a case's point (keeps the label away from ties).
 MIN_LOGIT_GAP = 0.05
 

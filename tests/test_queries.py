@@ -207,6 +207,19 @@ def test_backends_agree_with_oracle(backend):
     assert solver_decided >= 12, f"only {solver_decided} of 24 queries reached the {backend} solver"
 
 
+@pytest.mark.parametrize("backend,method,tol", [("ortools", "direct", TOL), ("z3", "bisection", 1e-2)])
+def test_minimal_distortion_other_backends(backend, method, tol):
+    pytest.importorskip(BACKEND_MODULES[backend], reason=f"{backend} backend not installed")
+    case = cached_case(0)
+    d_star = oracle_distance(0, "linf", False)
+    res = ev.minimal_distortion(case.network, case.x, "linf", method=method, tol=tol, backend=backend,
+                                time_limit=TIME_LIMIT)
+    assert res.status == "optimal", res.reason
+    assert res.lower - BOUND_TOL <= d_star <= res.upper + BOUND_TOL and res.upper - res.lower <= tol + 1e-9
+    dist = check_counterexample(case.network, case.x, res.counterexample, "linf", case.label, None)
+    assert dist == pytest.approx(res.upper, abs=BOUND_TOL)
+
+
 # ------------------------------------------------------------------- edge cases
 @pytest.mark.parametrize("norm,target,method", [
     ("linf", None, "bisection"), ("l1", None, "direct"), ("linf", 2, "direct"), ("l1", 2, "bisection"),
@@ -291,10 +304,11 @@ def _bad_verify_calls(case: TinyCase):
         (dict(x=np.zeros(net.input_size + 1)), ev.ShapeMismatchError, "shape"),
         (dict(x=low - 0.5), ev.InvalidInputError, "domain"),
         (dict(backend="gurobi"), ev.InvalidInputError, "backend"),
+        (dict(label=n), ev.InvalidInputError, "label"),
     ]
 
 
-@pytest.mark.parametrize("which", range(9))
+@pytest.mark.parametrize("which", range(10))
 def test_verify_rejects_bad_arguments(which):
     case = cached_case(0)
     change, error, match = _bad_verify_calls(case)[which]

@@ -27,6 +27,8 @@ from .result import AttackResult, adversarial_margin, finish, norm_of
 #: CW-L-inf counts an episode as a success when the tau penalty is below this times ``c``
 #: (their ``loss < .0001 * CONST`` test): all coordinates are essentially within tau.
 WORKS_FACTOR = 1e-4
+#: Abort-early test of both attacks (CW's ``l > prev * .9999``): the loss fell by under 0.01%.
+STALL_FACTOR = 0.9999
 
 
 def _check_common(steps, binary_search_steps, initial_const, confidence, learning_rate) -> None:
@@ -72,7 +74,7 @@ def cw_l2(network: Network, x, labels, *, target=None, domain=DEFAULT_DOMAIN, st
                 succeeded |= ok
                 if abort_early and step % check_every == 0:
                     total = float(loss.sum())
-                    if total > previous * 0.9999:
+                    if total > previous * STALL_FACTOR:
                         break
                     previous = total
                 w = adam.step(w.detach(), grad)
@@ -83,10 +85,11 @@ def cw_l2(network: Network, x, labels, *, target=None, domain=DEFAULT_DOMAIN, st
 def cw_linf(network: Network, x, labels, *, target=None, domain=DEFAULT_DOMAIN, steps: int = 1000,
             initial_const: float = 1e-5, largest_const: float = 20.0, const_factor: float = 2.0,
             tau_decrease: float = 0.9, min_tau: float = 1 / 256, learning_rate: float = 5e-3,
-            confidence: float = 0.0, max_total_steps: int | None = None) -> AttackResult:
+            confidence: float = 0.0, abort_early: bool = True, max_total_steps: int | None = None) -> AttackResult:
     """Carlini-Wagner L-inf (see module doc): the smallest-L-inf successful point seen.
 
-    ``steps`` bounds one episode (one ``tau``, one ``c``); ``max_total_steps`` optionally caps
+    ``steps`` bounds one episode (one ``tau``, one ``c``); with ``abort_early`` an episode also
+    fails once its loss falls by less than 0.01% over ``steps // 10`` steps; ``max_total_steps`` optionally caps
     the whole run (each sample otherwise stops on its own ``min_tau`` / ``largest_const`` rule).
     """
     inputs = check_inputs(network, x, labels, target, domain)
@@ -111,6 +114,8 @@ def cw_linf(network: Network, x, labels, *, target=None, domain=DEFAULT_DOMAIN, 
     best_dist = torch.full((batch,), float("inf"), dtype=torch.float64)
     best_points = x0.clone()
     shape = (-1,) + (1,) * (x0.dim() - 1)
+    previous = torch.full((batch,), float("inf"), dtype=torch.float64)
+    check_every = max(steps // 10, 1)
     total = 0
     while active.any() and (max_total_steps is None or total < max_total_steps):
         total += 1
@@ -133,7 +138,12 @@ def cw_linf(network: Network, x, labels, *, target=None, domain=DEFAULT_DOMAIN, 
             start = torch.where(works.reshape(shape), w, start)
             # failure for this episode's whole length: raise c and restart from the last success
             episode = torch.where(works, 0, episode + active.long())
-            exhausted = active & ~works & (episode >= steps)
+            # CW's abort-early test, per sample: an episode whose loss stopped falling has failed
+            checkpoint = active & ~works & (episode % check_every == 0)
+            stalled = checkpoint & (loss.detach() > previous * STALL_FACTOR) & abort_early
+            previous = torch.where(checkpoint, loss.detach(), previous)
+            exhausted = active & ~works & ((episode >= steps) | stalled)
+            previous = torch.where(works | exhausted, float("inf"), previous)
             const = torch.where(exhausted, const * const_factor, const)
             episode = torch.where(exhausted, 0, episode)
             adam.reset(works | exhausted)

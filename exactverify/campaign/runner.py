@@ -64,7 +64,8 @@ def _check_options(workers, time_limit, hard_timeout_factor, hard_timeout_grace,
         raise InvalidInputError(f"workers must be a positive int, got {workers!r}")
     for name, value in (("time_limit", time_limit), ("hard_timeout_factor", hard_timeout_factor),
                         ("hard_timeout_grace", hard_timeout_grace)):
-        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0):
+        if (value is not None or name != "time_limit") and (
+                not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0):
             raise InvalidInputError(f"{name} must be a non-negative number, got {value!r}")
     if time_limit is not None and time_limit == 0:
         raise InvalidInputError("time_limit must be > 0 (or None for no limit)")
@@ -127,11 +128,12 @@ def run_campaign(queries: Sequence[dict], worker: Callable[[dict], dict] | str, 
     honour it like the anytime queries do, and returns a JSON-able dict whose ``"status"``
     (default ``"done"``) becomes the record's. It runs in one of ``workers`` processes; one
     that overruns ``limit * hard_timeout_factor + hard_timeout_grace`` is killed and its
-    query recorded ``"killed"`` (no bounds); an exception is recorded ``"error"`` with its
-    message; a worker process that dies is retried ``crash_retries`` times, then recorded
-    ``"crashed"``. Records with these statuses are kept on resume unless ``retry_failed``.
-    On SIGINT/SIGTERM the workers are stopped, in-flight queries dropped (they run on the
-    next resume) and ``KeyboardInterrupt`` raised; records already stored stay untouched.
+    query recorded ``"killed"`` (no bounds; without a limit there is no watchdog); an
+    exception is recorded ``"error"`` with its message; a worker process that dies is
+    retried ``crash_retries`` times, then recorded ``"crashed"``. Records with these
+    statuses are kept on resume unless ``retry_failed``. On SIGINT/SIGTERM the workers are
+    stopped, in-flight queries dropped (they run on the next resume) and
+    ``KeyboardInterrupt`` raised; records already stored stay untouched.
     """
     _check_options(workers, time_limit, hard_timeout_factor, hard_timeout_grace, crash_retries, start_method)
     keyed = _check_queries(queries)

@@ -1,7 +1,8 @@
 """``minimal_distortion``: provably minimal adversarial distortion, by bisection or directly.
 
-Bisection follows Carlini et al.: an upper bound from a batched PGD warm start, lower
-bound 0, and one exact robustness query at the midpoint until ``upper - lower <= tol``.
+Bisection follows Carlini et al.: an upper bound from a batched PGD warm start (refined by
+bisecting PGD's budget), a lower bound from the largest radius that one batched CROWN pass
+certifies, and one exact robustness query at the midpoint until ``upper - lower <= tol``.
 Direct minimises the distortion in one MILP over the ball of the warm start's radius and
 reports the solver's dual bound (less ``DUAL_BOUND_SLACK``) as the lower bound. Both are
 anytime: on a time limit they return the bounds proved so far with status ``unknown``.
@@ -16,14 +17,20 @@ from ..errors import InvalidInputError
 from ..specs import DEFAULT_MARGIN
 from .checks import check_eps, make_query
 from .results import DistortionResult, SolveRecord
-from .stages import Finding, accept_point, attack, solve_exact
+from .stages import Finding, accept_point, attack, certified_radius, refine_attack, solve_exact
 from .verify import check_options
 
 #: The warm start tries PGD at eps_max * 2**-k for k < WARM_START_LEVELS (one batch).
 WARM_START_LEVELS = 16
+#: The certified lower bound tries CROWN at upper * k / CERTIFY_LEVELS, k = 1..CERTIFY_LEVELS.
+CERTIFY_LEVELS = 32
 #: Without an input domain, the largest radius the search considers.
 UNBOUNDED_RADIUS = 1e3
 METHODS = ("bisection", "direct")
+
+
+def upper_or(default: float, upper: float) -> float:
+    return upper if math.isfinite(upper) else default
 
 
 def minimal_distortion(network, x, norm: str = "linf", target: int | None = None, *, label: int | None = None,
@@ -69,11 +76,24 @@ def minimal_distortion(network, x, norm: str = "linf", target: int | None = None
     grid = [search_max * 2.0 ** -k for k in range(WARM_START_LEVELS)]
     found = [f for f in attack(query, grid) if f is not None]
     best: Finding | None = min(found, key=lambda f: f.distortion) if found else None
+    if best is not None:
+        refined = refine_attack(query, best.distortion)
+        if refined is not None and refined.distortion < best.distortion:
+            best = refined
     attack_distortion = None if best is None else best.distortion
     history.append(SolveRecord("attack", None, "not_robust" if best else "unknown", time.perf_counter() - tick,
                                objective=attack_distortion))
     lower, upper = 0.0, math.inf if best is None else best.distortion
     point = None if best is None else best.point
+    # A certified radius from one batched CROWN pass over a grid of radii: a proved lower bound.
+    tick = time.perf_counter()
+    lower = certified_radius(query, [upper_or(search_max, upper) * k / CERTIFY_LEVELS
+                                     for k in range(1, CERTIFY_LEVELS + 1)])
+    history.append(SolveRecord("bounds", lower, "robust" if lower > 0 else "unknown", time.perf_counter() - tick,
+                               raw_status="crown certified radius"))
+    if lower >= upper:  # cannot happen with sound bounds and a re-checked point; never hide it
+        return result(0.0, upper, point, "unknown", "certified radius exceeds a re-checked counterexample",
+                      attack_distortion)
     solve = dict(backend=backend, bounds_method=bounds_method, history=history)
 
     if best is None:
@@ -81,7 +101,8 @@ def minimal_distortion(network, x, norm: str = "linf", target: int | None = None
         budget = remaining()
         if budget is not None and budget <= 0:
             return result(0.0, math.inf, None, "unknown", "time limit before any exact query")
-        finding = solve_exact(query, search_max, time_limit=budget, minimise=(method == "direct"), **solve)
+        finding = solve_exact(query, search_max, time_limit=budget, minimise=(method == "direct"),
+                              known_lower=lower, **solve)
         if finding.outcome == "robust":
             if math.isfinite(eps_max):
                 return result(eps_max, math.inf, None, "no_counterexample",
@@ -89,25 +110,26 @@ def minimal_distortion(network, x, norm: str = "linf", target: int | None = None
             return result(search_max, math.inf, None, "unknown",
                           f"no adversarial example within {search_max} ({finding.reason}); the domain is unbounded")
         if finding.outcome == "unknown":
-            return result(finding.lower_bound or 0.0, math.inf, None, "unknown", finding.reason, attack_distortion)
+            return result(max(finding.lower_bound or 0.0, lower), math.inf, None, "unknown", finding.reason,
+                          attack_distortion)
         upper, point = finding.distortion, finding.point
         if method == "direct":
-            lower = finding.lower_bound or 0.0
+            lower = max(finding.lower_bound or 0.0, lower)
             status = "optimal" if upper - lower <= tol else "unknown"
             return result(lower, upper, point, status, finding.reason, attack_distortion)
 
     if method == "direct":
         budget = remaining()
         if budget is not None and budget <= 0:
-            return result(0.0, upper, point, "unknown", "time limit before the MILP", attack_distortion)
-        finding = solve_exact(query, upper, time_limit=budget, minimise=True, **solve)
+            return result(lower, upper, point, "unknown", "time limit before the MILP", attack_distortion)
+        finding = solve_exact(query, upper, time_limit=budget, minimise=True, known_lower=lower, **solve)
         if finding.outcome == "robust":
-            return result(0.0, upper, point, "unknown",
+            return result(lower, upper, point, "unknown",
                           "MILP infeasible although a re-checked counterexample exists in the region: "
                           "solver tolerance problem; bounds are the attack's", attack_distortion)
         if finding.outcome == "not_robust" and finding.distortion < upper:
             upper, point = finding.distortion, finding.point
-        lower = min(finding.lower_bound or 0.0, upper)
+        lower = min(max(finding.lower_bound or 0.0, lower), upper)
         status = "optimal" if upper - lower <= tol else "unknown"
         return result(lower, upper, point, status, finding.reason, attack_distortion)
 

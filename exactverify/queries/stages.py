@@ -16,6 +16,7 @@ import torch
 
 from ..bounds import BoundsResult, bounds
 from ..ir import Dense, Flatten
+from ..regions import ball
 from ..specs import Conjunction, OutputSpec
 from .checks import Query, distance, misclassified, project, recheck
 from .results import SolveRecord
@@ -82,6 +83,30 @@ def attack(query: Query, eps_values: list[float], steps: int = 60, restarts: int
     return findings
 
 
+def _with_spec_rows(query: Query, spec: OutputSpec):
+    """The network with the spec rows ``A y - b`` appended as one more dense layer."""
+    net = query.network
+    rows = np.concatenate([c.A for c in spec.disjuncts])
+    rhs = np.concatenate([c.b for c in spec.disjuncts])
+    extra = ([Flatten()] if len(net.output_shape) != 1 else []) + [Dense(rows, -rhs)]
+    return net.with_layers(net.layers + tuple(extra))
+
+
+def refine_attack(query: Query, eps_high: float, iterations: int = 8) -> Finding | None:
+    """Bisect PGD's budget below ``eps_high`` (where it already succeeded); the best re-checked point."""
+    from ..attacks import pgd_min_distortion
+
+    center = torch.as_tensor(query.x)[None]
+    domain = None if query.domain is None else tuple(torch.as_tensor(d) for d in query.domain)
+    best, points, found = pgd_min_distortion(
+        query.network, center, _score(query), lambda logits: misclassified(query, logits),
+        torch.tensor([eps_high], dtype=torch.float64), norm=query.norm, domain=domain, iterations=iterations)
+    if not bool(found[0]):
+        return None
+    finding = accept_point(query, points[0].numpy(), float(best[0]), "attack")
+    return finding if finding.outcome == "not_robust" else None
+
+
 def spec_bounds(query: Query, spec: OutputSpec, eps: float, method: str) -> tuple[BoundsResult, np.ndarray]:
     """Bounds of the network on the eps-region plus lower bounds of every spec row ``A y - b``.
 
@@ -89,14 +114,30 @@ def spec_bounds(query: Query, spec: OutputSpec, eps: float, method: str) -> tupl
     (tighter than bounding them from the output box).
     """
     net = query.network
-    rows = np.concatenate([c.A for c in spec.disjuncts])
-    rhs = np.concatenate([c.b for c in spec.disjuncts])
-    extra = ([Flatten()] if len(net.output_shape) != 1 else []) + [Dense(rows, -rhs)]
-    augmented = net.with_layers(net.layers + tuple(extra))
-    result = bounds(augmented, query.region(eps), method=method)
+    result = bounds(_with_spec_rows(query, spec), query.region(eps), method=method)
     n = len(net.layers)
     own = BoundsResult(net, method, result.lower[: n + 1], result.upper[: n + 1], result.seconds)
     return own, result.lower[-1][0].cpu().numpy()
+
+
+def certified_radius(query: Query, eps_values: list[float], method: str = "crown") -> float:
+    """The largest of ``eps_values`` (sorted ascending) at which ``method`` bounds prove robustness,
+    with every smaller value proved too; 0.0 if none. One batched bound pass for all of them.
+    """
+    if not eps_values:
+        return 0.0
+    spec = query.spec()
+    batch = len(eps_values)
+    centers = np.broadcast_to(query.x, (batch, *query.x.shape))
+    region = ball(centers, np.asarray(eps_values, dtype=np.float64), query.norm, query.domain, query.network.input_shape)
+    result = bounds(_with_spec_rows(query, spec), region, method=method)
+    row_lower = result.lower[-1].cpu().numpy()
+    proved = 0.0
+    for k, eps in enumerate(eps_values):
+        if live_disjuncts(spec, row_lower[k]) is not None:
+            break
+        proved = float(eps)
+    return proved
 
 
 def live_disjuncts(spec: OutputSpec, row_lower: np.ndarray) -> OutputSpec | None:
@@ -113,8 +154,13 @@ def live_disjuncts(spec: OutputSpec, row_lower: np.ndarray) -> OutputSpec | None
 
 
 def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, time_limit: float | None,
-                minimise: bool, history: list[SolveRecord], encoder_options: dict | None = None) -> Finding:
-    """Decide (or, with ``minimise``, minimise the distortion over) the eps-region exactly."""
+                minimise: bool, history: list[SolveRecord], encoder_options: dict | None = None,
+                known_lower: float = 0.0) -> Finding:
+    """Decide (or, with ``minimise``, minimise the distortion over) the eps-region exactly.
+
+    ``known_lower`` is a proved lower bound on the minimal distortion (e.g. a certified
+    radius); the minimising MILP gets it as a constraint, which helps its dual bound.
+    """
     spec = query.spec()
     start = time.perf_counter()
     net_bounds, row_lower = spec_bounds(query, spec, eps, bounds_method)
@@ -136,6 +182,8 @@ def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, t
                             distortion=minimise, **(encoder_options or {}))
     if minimise:
         solver.set_objective([encoding.distortion], [1.0], minimize=True)
+        if known_lower > 0:
+            solver.add_constraint([encoding.distortion], [1.0], ">=", known_lower)
     result = solver.solve(time_limit=time_limit)
     history.append(SolveRecord("milp", eps, result.status.value, result.seconds, result.raw_status,
                                result.objective, result.bound, result.node_count, unstable))

@@ -1,0 +1,512 @@
+"""How far are attacks from optimal? Carlini et al.'s Tables 1 and 2 for N and the hardened N̄.
+
+N is the MNIST 784-24-24-24-10 ReLU MLP (``zoo.mnist_network``), N̄ the same architecture
+after PGD adversarial training at L-inf eps 0.1 (``zoo.mnist_madry_network``). For the first
+``--images`` MNIST test images that both classify correctly, every other class as target,
+and both norms (L-inf, L1), one exact query proves bounds on the minimal targeted
+distortion: 2 networks x 10 images x 9 targets x 2 norms = 360 queries, each with a time
+limit, run by the campaign runner (resumable JSONL store ``results/attack_gap.jsonl``).
+The same store holds the attacks, batched over all images and targets per network, norm
+and attack: CW-Linf (L-inf) and EAD (L1), which play the seed's "CW", and FGM and PGD
+turned into minimum-distortion attacks by ``min_distortion_fixed_budget``.
+
+    python benchmarks/attack_gap.py --quick          # 1 image, 2 targets, store in /tmp
+    python benchmarks/attack_gap.py                  # the full benchmark (resumes)
+    python benchmarks/attack_gap.py --report-only    # tables and figures from the store
+
+Writes ``results/attack_gap.{csv,json,md}`` and ``results/attack_gap_*.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import os
+import statistics
+import sys
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import RESULTS_DIR, machine_info, markdown_table, solver_versions, write_results  # noqa: E402
+
+NETWORKS = ("N", "Nbar")
+NORMS = ("linf", "l1")
+#: Attacks per norm; the first is the seed's "CW" (Carlini-Wagner L-inf; EAD for L1).
+ATTACKS = {"linf": ("cw_linf", "fgm", "pgd"), "l1": ("ead", "fgm", "pgd")}
+#: Absolute bisection tolerance per norm: L1 distortions are ~100x the L-inf ones.
+TOL = {"linf": 1e-3, "l1": 1e-2}
+#: Statuses that mean the query ended with a proof (``upper - lower <= tol``).
+ENDED = ("optimal",)
+#: Attack queries are batched and do not watch a clock; their own (generous) limit only sets
+#: the campaign's hard-kill watchdog.
+ATTACK_TIME_LIMIT = 900.0
+#: Images whose adversarial points are kept in the store for the pictures (rounded to 1e-6).
+FIGURE_IMAGES = 2
+POINT_DIGITS = 6
+#: Carlini, Katz, Barrett, Dill (2017), "Provably minimally-distorted adversarial examples".
+SEED_PAPER = {
+    "cw_gap": "CW within 6-12% of optimal",
+    "nbar_linf": 0.165, "n_linf": 0.039, "ratio": 4.2,
+    "ended": "Reluplex ended 189/360 queries",
+}
+POLL_SECONDS = 180
+POLL_LIMIT_SECONDS = 3600
+
+
+# ---------------------------------------------------------------- worker side (campaign processes)
+
+@lru_cache(maxsize=2)
+def _network(name: str):
+    from exactverify import load, zoo
+
+    module = zoo.mnist_network() if name == "N" else zoo.mnist_madry_network()
+    return load(module, input_shape=(784,))
+
+
+@lru_cache(maxsize=1)
+def _test_set() -> tuple[np.ndarray, np.ndarray]:
+    from exactverify import zoo
+
+    _, _, x_test, y_test = zoo.load_mnist()
+    return x_test, y_test
+
+
+def _rounded(point) -> list[float] | None:
+    if point is None:
+        return None
+    return [round(float(v), POINT_DIGITS) for v in np.asarray(point).reshape(-1)]
+
+
+def _exact(query: dict) -> dict:
+    from exactverify import minimal_distortion
+
+    x_test, y_test = _test_set()
+    image = int(query["image"])
+    result = minimal_distortion(_network(query["network"]), x_test[image], norm=query["norm"],
+                                target=int(query["target"]), domain=(0.0, 1.0), method=query["method"],
+                                tol=float(query["tol"]), bounds_method=query["bounds_method"],
+                                backend=query["backend"], time_limit=query.get("time_limit"))
+    row = result.to_dict()
+    row.pop("counterexample")
+    row["solver_calls"] = sum(1 for r in result.history if r.stage in ("milp", "smt"))
+    row["engine_attack"] = row.pop("attack_distortion")
+    row.pop("history")
+    if query.get("keep_point"):
+        row["point"] = _rounded(result.counterexample)
+    return row
+
+
+def _attack(query: dict) -> dict:
+    import torch
+
+    from exactverify import attacks
+
+    x_test, y_test = _test_set()
+    pairs = [(int(i), int(t)) for i, t in query["pairs"]]
+    x = torch.as_tensor(np.stack([x_test[i] for i, _ in pairs]), dtype=torch.float64)
+    labels = torch.as_tensor([int(y_test[i]) for i, _ in pairs])
+    target = torch.as_tensor([t for _, t in pairs])
+    network, norm, name = _network(query["network"]), query["norm"], query["attack"]
+    start = time.perf_counter()
+    if name == "cw_linf":
+        result = attacks.cw_linf(network, x, labels, target=target)
+    elif name == "ead":
+        result = attacks.ead(network, x, labels, target=target)
+    elif name == "fgm":
+        result = attacks.min_distortion_fixed_budget(attacks.fgm, network, x, labels, target=target, norm=norm)
+    elif name == "pgd":
+        result = attacks.min_distortion_fixed_budget(attacks.pgd_attack, network, x, labels, target=target,
+                                                     norm=norm)
+    else:
+        raise ValueError(f"attack must be one of cw_linf, ead, fgm, pgd, got {name!r}")
+    distortion = [float(d) if math.isfinite(float(d)) else None for d in result.distortion]
+    keep = set(int(i) for i in query.get("keep_images", []))
+    points = {f"{i}/{t}": _rounded(result.points[k]) for k, (i, t) in enumerate(pairs)
+              if i in keep and bool(result.success[k])}
+    return {"status": "done", "attack": name, "norm": result.norm, "distortion": distortion,
+            "success": [bool(s) for s in result.success], "points": points,
+            "attack_seconds": time.perf_counter() - start}
+
+
+def worker(query: dict) -> dict:
+    """Campaign worker: one exact minimal-distortion query, or one batched attack."""
+    import torch
+
+    torch.set_num_threads(1)
+    if query["kind"] == "exact":
+        return _exact(query)
+    if query["kind"] == "attack":
+        return _attack(query)
+    raise ValueError(f"query kind must be 'exact' or 'attack', got {query['kind']!r}")
+
+
+# ---------------------------------------------------------------- planning
+
+def wait_for_modules(limit: float = POLL_LIMIT_SECONDS, every: float = POLL_SECONDS) -> None:
+    """Poll until the campaign runner and the attack suite import (colleagues may still be writing them)."""
+    needed = {"exactverify.campaign": ("run_campaign", "load_results"),
+              "exactverify.attacks": ("cw_linf", "ead", "fgm", "pgd_attack", "min_distortion_fixed_budget")}
+    start = time.monotonic()
+    while True:
+        missing = []
+        for module_name, names in needed.items():
+            try:
+                module = importlib.import_module(module_name)
+                importlib.reload(module)
+                missing += [f"{module_name}.{n}" for n in names if not hasattr(module, n)]
+            except ImportError as exc:
+                missing.append(f"{module_name} ({exc})")
+        if not missing:
+            return
+        if time.monotonic() - start > limit:
+            raise SystemExit(f"gave up waiting for {missing}")
+        print(f"waiting for {missing}; next check in {every:.0f} s", flush=True)
+        time.sleep(every)
+
+
+def choose_images(count: int) -> list[int]:
+    """The first ``count`` test images both networks classify correctly (float64 forward)."""
+    import torch
+
+    x_test, y_test = _test_set()
+    head = torch.as_tensor(x_test[:500])
+    good = np.ones(len(head), dtype=bool)
+    for name in NETWORKS:
+        good &= _network(name).forward(head).argmax(1).numpy() == y_test[:500]
+    return [int(i) for i in np.flatnonzero(good)[:count]]
+
+
+def plan(images: list[int], targets_per_image: int | None, args) -> tuple[list[dict], list[dict]]:
+    """(exact queries, attack queries)."""
+    _, y_test = _test_set()
+    pairs = []
+    for image in images:
+        targets = [t for t in range(10) if t != y_test[image]][:targets_per_image]
+        pairs += [(image, t) for t in targets]
+    keep = images[:FIGURE_IMAGES]
+    exact, batched = [], []
+    for network in NETWORKS:
+        for norm in NORMS:
+            for image, target in pairs:
+                exact.append({"id": f"exact/{network}/{norm}/{image}/{target}", "kind": "exact",
+                              "network": network, "norm": norm, "image": image, "target": target,
+                              "method": args.method, "bounds_method": args.bounds, "backend": args.backend,
+                              "tol": TOL[norm], "keep_point": image in keep})
+            for attack in ATTACKS[norm]:
+                batched.append({"id": f"attack/{network}/{norm}/{attack}", "kind": "attack", "network": network,
+                                "norm": norm, "attack": attack, "pairs": [list(p) for p in pairs],
+                                "keep_images": keep, "time_limit": ATTACK_TIME_LIMIT})
+    return exact, batched
+
+
+# ---------------------------------------------------------------- report
+
+def merge(records: list[dict]) -> list[dict]:
+    """One row per exact query, with every attack's distortion on the same (network, norm, image, target)."""
+    attack_rows = {}
+    for record in records:
+        query, result = record["query"], record.get("result") or {}
+        if query["kind"] != "attack" or record["status"] != "done":
+            continue
+        for (image, target), value in zip(query["pairs"], result["distortion"], strict=True):
+            attack_rows[(query["network"], query["norm"], image, target, query["attack"])] = value
+    rows = []
+    for record in records:
+        query = record["query"]
+        if query["kind"] != "exact":
+            continue
+        result = record.get("result") or {}
+        row = {k: query[k] for k in ("network", "norm", "image", "target", "method", "bounds_method", "tol")}
+        row.update({"label": result.get("label"), "status": record["status"], "lower": result.get("lower"),
+                    "upper": result.get("upper"), "seconds": record.get("seconds"),
+                    "time_limit": record.get("time_limit"), "engine_attack": result.get("engine_attack"),
+                    "reason": result.get("reason") or record.get("error")})
+        for attack in ("cw_linf", "ead", "fgm", "pgd"):
+            key = (query["network"], query["norm"], query["image"], query["target"], attack)
+            if key in attack_rows:
+                row["cw" if attack in ("cw_linf", "ead") else attack] = attack_rows[key]
+        rows.append(row)
+    return rows
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return statistics.fmean(values) if values else None
+
+
+def _improvement(attack: float | None, minimal: float | None) -> float | None:
+    if attack is None or minimal is None or attack == 0:
+        return None
+    return 100.0 * (attack - minimal) / attack
+
+
+def table(rows: list[dict]) -> list[dict]:
+    """Per network and norm: ended/total, mean attack and minimal distortions, % improvement.
+
+    "ended" uses queries that ended with a proof (minimal = proved upper bound, within tol);
+    "all" uses every query with an upper bound, the timeout's upper bound where it did not
+    end (as the seed did), so its improvement understates the true gap to optimal. Means are
+    over queries where the attack also succeeded; % improvement is ``(mean attack - mean
+    minimal) / mean attack``.
+    """
+    out = []
+    for network in NETWORKS:
+        for norm in NORMS:
+            group = [r for r in rows if r["network"] == network and r["norm"] == norm]
+            if not group:
+                continue
+            ended = [r for r in group if r["status"] in ENDED and r["upper"] is not None]
+            with_upper = [r for r in group if r["upper"] is not None]
+            entry = {"network": network, "norm": norm, "ended": len(ended), "total": len(group),
+                     "median_s": statistics.median([r["seconds"] or 0 for r in group])}
+            for scope, subset in (("ended", ended), ("all", with_upper)):
+                for attack in ("cw", "fgm", "pgd"):
+                    both = [r for r in subset if r.get(attack) is not None]
+                    attack_mean = _mean(r[attack] for r in both)
+                    minimal_mean = _mean(r["upper"] for r in both)
+                    entry[f"{attack}_{scope}"] = attack_mean
+                    entry[f"n_{attack}_{scope}"] = len(both)
+                    if attack == "cw":
+                        entry[f"min_{scope}"] = minimal_mean
+                    entry[f"impr_{attack}_{scope}"] = _improvement(attack_mean, minimal_mean)
+            entry["lower_all"] = _mean(r["lower"] for r in group)
+            out.append(entry)
+    return out
+
+
+def defense(rows: list[dict], norm: str) -> dict:
+    """Mean minimal distortion of N̄ over N on (image, target) pairs ended for both networks."""
+    ended = {(r["network"], r["image"], r["target"]): r["upper"] for r in rows
+             if r["norm"] == norm and r["status"] in ENDED and r["upper"] is not None}
+    pairs = sorted({(i, t) for (_, i, t) in ended if ("N", i, t) in ended and ("Nbar", i, t) in ended})
+    if not pairs:
+        return {"norm": norm, "pairs": 0}
+    n = statistics.fmean(ended[("N", i, t)] for i, t in pairs)
+    nbar = statistics.fmean(ended[("Nbar", i, t)] for i, t in pairs)
+    worse = sum(ended[("Nbar", i, t)] < ended[("N", i, t)] for i, t in pairs)
+    return {"norm": norm, "pairs": len(pairs), "mean_N": n, "mean_Nbar": nbar, "ratio": nbar / n if n else None,
+            "worse": worse}
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def summary(rows: list[dict], records: list[dict], args, elapsed: dict) -> tuple[str, list[dict], list[dict]]:
+    entries = table(rows)
+    defenses = [defense(rows, norm) for norm in NORMS]
+    limit = args.time_limit
+    lines = ["# Attack optimality gap on MNIST: N and the adversarially trained N̄ (Carlini et al. Tables 1-2)",
+             "",
+             f"Exact engine: `minimal_distortion(method={args.method!r}, bounds_method={args.bounds!r}, "
+             f"backend={args.backend!r})`, tol {TOL['linf']} (L-inf) / {TOL['l1']} (L1), **time limit "
+             f"{limit:g} s per query**, {args.workers} worker processes (campaign runner, store "
+             f"`{Path(args.store).name}`). Images: MNIST test indices {sorted({r['image'] for r in rows})} "
+             "(the first that both networks classify correctly), every other class as target.",
+             "",
+             "N: `zoo.mnist_network()` (784-24-24-24-10). N̄: `zoo.mnist_madry_network()`, same architecture, "
+             "PGD adversarial training at L-inf eps 0.1 (see `exactverify/data/mnist_fc_24x3_madry.json`).",
+             "",
+             "CW = Carlini-Wagner L-inf (`attacks.cw_linf`) for L-inf and EAD (`attacks.ead`) for L1, the "
+             "seed's \"CW\"; FGM and PGD are turned into minimum-distortion attacks by "
+             "`attacks.min_distortion_fixed_budget`. Minimal = proved upper bound of an ended query "
+             "(`upper - lower <= tol`); on all queries the upper bound at timeout, as the seed did. "
+             "Improvement = (mean attack - mean minimal) / mean attack, over queries where the attack succeeded.",
+             "",
+             "## Table 1: queries ended and distortions (queries that ended with a proof)",
+             "",
+             "| network | norm | ended / total | median s | mean CW | mean minimal | CW impr. | mean FGM | FGM impr. "
+             "| mean PGD | PGD impr. |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for e in entries:
+        lines.append(f"| {e['network']} | {e['norm']} | {e['ended']}/{e['total']} | {_fmt(e['median_s'], 3)} | "
+                     f"{_fmt(e['cw_ended'])} | {_fmt(e['min_ended'])} | {_fmt(e['impr_cw_ended'], 3)}% | "
+                     f"{_fmt(e['fgm_ended'])} | {_fmt(e['impr_fgm_ended'], 3)}% | {_fmt(e['pgd_ended'])} | "
+                     f"{_fmt(e['impr_pgd_ended'], 3)}% |")
+    total_ended = sum(e["ended"] for e in entries)
+    total = sum(e["total"] for e in entries)
+    lines += ["", f"Ended with a proof: **{total_ended}/{total}** (seed: {SEED_PAPER['ended']}).", "",
+              "## Table 1b: all queries (upper bound at timeout where a query did not end)", "",
+              "| network | norm | n | mean CW | mean minimal (upper) | mean proved lower | CW impr. | FGM impr. "
+              "| PGD impr. |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for e in entries:
+        lines.append(f"| {e['network']} | {e['norm']} | {e['n_cw_all']} | {_fmt(e['cw_all'])} | "
+                     f"{_fmt(e['min_all'])} | {_fmt(e['lower_all'])} | {_fmt(e['impr_cw_all'], 3)}% | "
+                     f"{_fmt(e['impr_fgm_all'], 3)}% | {_fmt(e['impr_pgd_all'], 3)}% |")
+    lines += ["", "## Table 2: defense (adversarial training) on queries ended for both networks", "",
+              "| norm | pairs | mean minimal N | mean minimal N̄ | ratio N̄/N | pairs where N̄ got worse |",
+              "|---|---|---|---|---|---|"]
+    for d in defenses:
+        lines.append(f"| {d['norm']} | {d['pairs']} | {_fmt(d.get('mean_N'))} | {_fmt(d.get('mean_Nbar'))} | "
+                     f"{_fmt(d.get('ratio'), 3)} | {_fmt(d.get('worse'))} |")
+    linf = next(d for d in defenses if d["norm"] == "linf")
+    lines += ["", "## Side by side with the seed paper", "",
+              "| quantity | seed (Carlini et al. 2017, Reluplex) | here |", "|---|---|---|",
+              f"| CW vs optimal | {SEED_PAPER['cw_gap']} | "
+              + ", ".join(f"{e['network']} {e['norm']}: {_fmt(e['impr_cw_ended'], 3)}%" for e in entries) + " |",
+              f"| mean minimal L-inf, N | {SEED_PAPER['n_linf']} | {_fmt(linf.get('mean_N'))} |",
+              f"| mean minimal L-inf, N̄ | {SEED_PAPER['nbar_linf']} | {_fmt(linf.get('mean_Nbar'))} |",
+              f"| ratio N̄ / N (L-inf) | {SEED_PAPER['ratio']}x | {_fmt(linf.get('ratio'), 3)}x |",
+              f"| queries ended | 189/360 | {total_ended}/{total} |",
+              "", "The seed's networks, training and time limits differ from ours (their N was a 784-24x3-10 "
+              "MLP too, but trained by them; Reluplex ran for hours per query); compare shapes, not digits.",
+              ""]
+    statuses: dict[str, int] = {}
+    for record in records:
+        statuses[f"{record['query']['kind']}:{record['status']}"] = statuses.get(
+            f"{record['query']['kind']}:{record['status']}", 0) + 1
+    attack_times = {r["id"]: round((r.get("result") or {}).get("attack_seconds") or 0, 1) for r in records
+                    if r["query"]["kind"] == "attack"}
+    lines += ["## Run", "", f"Record statuses: {dict(sorted(statuses.items()))}.", "",
+              f"Attack wall times (s, one process each): {attack_times}.", "",
+              f"Campaign wall time this invocation: {elapsed.get('campaign_s', 0):.0f} s.", "",
+              "Figures: `attack_gap_scatter.png` (attack vs minimal distortion), `attack_gap_examples_N.png`, "
+              "`attack_gap_examples_Nbar.png` (original / minimal adversarial / CW).", "",
+              "Machine: `" + str(machine_info()) + "`", "", "Solvers: `" + str(solver_versions()) + "`", ""]
+    return "\n".join(lines), entries, defenses
+
+
+# ---------------------------------------------------------------- figures
+
+def figures(rows: list[dict], records: list[dict], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    colours = {"N": "tab:blue", "Nbar": "tab:red"}
+    fig, axes = plt.subplots(2, 3, figsize=(13, 8))
+    for row_index, norm in enumerate(NORMS):
+        for col, attack in enumerate(("cw", "fgm", "pgd")):
+            ax = axes[row_index, col]
+            top = 0.0
+            for network in NETWORKS:
+                for ended, marker in ((True, "o"), (False, "x")):
+                    pts = [(r["upper"], r[attack]) for r in rows
+                           if r["network"] == network and r["norm"] == norm and r.get(attack) is not None
+                           and r["upper"] is not None and (r["status"] in ENDED) == ended]
+                    if not pts:
+                        continue
+                    xs, ys = zip(*pts, strict=True)
+                    top = max(top, max(xs), max(ys))
+                    ax.scatter(xs, ys, s=14, marker=marker, color=colours[network], alpha=0.7,
+                               label=f"{'N̄' if network == 'Nbar' else 'N'} ({'ended' if ended else 'timeout: upper'})")
+            ax.plot([0, top], [0, top], "k--", lw=0.8)
+            name = {"cw": "CW-Linf" if norm == "linf" else "EAD", "fgm": "FGM", "pgd": "PGD"}[attack]
+            ax.set_title(f"{name}, {norm}")
+            ax.set_xlabel("provably minimal distortion")
+            ax.set_ylabel("attack distortion")
+            if row_index == 0 and col == 0:
+                ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out_dir / "attack_gap_scatter.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    paths.append(path)
+
+    x_test, _ = _test_set()
+    exact_points = {(r["query"]["network"], r["query"]["norm"], r["query"]["image"], r["query"]["target"]):
+                    (r.get("result") or {}).get("point") for r in records if r["query"]["kind"] == "exact"}
+    cw_points = {}
+    for r in records:
+        q = r["query"]
+        if q["kind"] == "attack" and q["attack"] in ("cw_linf", "ead") and r["status"] == "done":
+            for key, point in r["result"]["points"].items():
+                image, target = (int(v) for v in key.split("/"))
+                cw_points[(q["network"], q["norm"], image, target)] = point
+    for network in NETWORKS:
+        chosen = []
+        for image in sorted({r["image"] for r in rows})[:FIGURE_IMAGES]:
+            for norm in NORMS:
+                cands = [r for r in rows if r["network"] == network and r["norm"] == norm and r["image"] == image
+                         and r["status"] in ENDED and exact_points.get((network, norm, image, r["target"]))
+                         and cw_points.get((network, norm, image, r["target"]))]
+                if cands:
+                    chosen.append(min(cands, key=lambda r: r["upper"]))
+        if not chosen:
+            continue
+        fig, axes = plt.subplots(len(chosen), 3, figsize=(6.5, 2.3 * len(chosen)), squeeze=False)
+        for k, r in enumerate(chosen):
+            key = (network, r["norm"], r["image"], r["target"])
+            pictures = [(x_test[r["image"]], f"original #{r['image']} ({r['label']})"),
+                        (np.asarray(exact_points[key]), f"minimal {r['norm']} {r['upper']:.3g} -> {r['target']}"),
+                        (np.asarray(cw_points[key]), f"CW {r['norm']} {r['cw']:.3g} -> {r['target']}")]
+            for col, (img, title) in enumerate(pictures):
+                axes[k, col].imshow(np.asarray(img).reshape(28, 28), cmap="gray", vmin=0, vmax=1)
+                axes[k, col].set_title(title, fontsize=8)
+                axes[k, col].axis("off")
+        fig.suptitle("N̄ (adversarially trained)" if network == "Nbar" else "N (standard)")
+        fig.tight_layout()
+        path = out_dir / f"attack_gap_examples_{network}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+# ---------------------------------------------------------------- main
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1 image, 2 targets; store and outputs under /tmp")
+    parser.add_argument("--images", type=int, default=10)
+    parser.add_argument("--targets", type=int, default=None, help="targets per image (default: all 9)")
+    parser.add_argument("--time-limit", type=float, default=60.0, help="seconds per exact query")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--method", default="bisection", choices=["bisection", "direct"])
+    parser.add_argument("--bounds", default="crown", help="bounds_method of the exact queries")
+    parser.add_argument("--backend", default="scip")
+    parser.add_argument("--store", default=None, help="JSONL store (default results/attack_gap.jsonl)")
+    parser.add_argument("--out-dir", type=Path, default=None)
+    parser.add_argument("--report-only", action="store_true", help="only summarise what the store holds")
+    parser.add_argument("--no-wait", action="store_true", help="fail at once if the modules are missing")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.targets = 1, 2
+        args.store = args.store or "/tmp/attack_gap_quick/attack_gap.jsonl"
+        args.out_dir = args.out_dir or Path("/tmp/attack_gap_quick")
+    args.store = args.store or str(RESULTS_DIR / "attack_gap.jsonl")
+    out_dir = args.out_dir or RESULTS_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    Path(args.store).parent.mkdir(parents=True, exist_ok=True)
+    # the campaign's worker processes import this file as a module
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+
+    wait_for_modules(limit=0 if args.no_wait else POLL_LIMIT_SECONDS)
+    from exactverify.campaign import load_results, run_campaign
+
+    images = choose_images(args.images)
+    exact, batched = plan(images, args.targets, args)
+    elapsed = {}
+    if not args.report_only:
+        tick = time.perf_counter()
+        # attacks first: they are few, batched and quick, and the exact queries then fill both workers
+        run_campaign(batched, "attack_gap:worker", args.store, workers=args.workers)
+        run_campaign(exact, "attack_gap:worker", args.store, workers=args.workers, time_limit=args.time_limit)
+        elapsed["campaign_s"] = time.perf_counter() - tick
+    stored = load_results(args.store)
+    stored = stored if isinstance(stored, dict) else {r["id"]: r for r in stored}
+    records = [stored[q["id"]] for q in batched + exact if q["id"] in stored]
+    rows = merge(records)
+    text, entries, defenses = summary(rows, records, args, elapsed)
+    write_results("attack_gap", rows, text, results_dir=out_dir,
+                  extra={"table": entries, "defense": defenses, "seed_paper": SEED_PAPER,
+                         "time_limit_s": args.time_limit, "method": args.method, "bounds_method": args.bounds,
+                         "images": images, "store": str(args.store)})
+    figures(rows, records, out_dir)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
