@@ -114,8 +114,9 @@ def main(argv=None) -> int:
     from exactverify import zoo
 
     _, _, x_test, y_test = zoo.load_mnist()
-    import exactverify as ev
     import torch
+
+    import exactverify as ev
 
     network = ev.load(zoo.mnist_network(), input_shape=(784,))
     predictions = network.forward(torch.as_tensor(x_test[:200])).argmax(1).numpy()

@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .campaign.cli import add_campaign_parser
 
     add_campaign_parser(sub)
+    from .vnncomp.cli import add_vnncomp_parser
+
+    add_vnncomp_parser(sub)
     return parser
 
 
@@ -94,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     try:
+        if args.command == "vnncomp":
+            from .vnncomp.cli import handle_vnncomp
+
+            return handle_vnncomp(args)
         if args.command == "campaign":
             from .campaign.cli import handle_campaign
 

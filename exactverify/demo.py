@@ -59,8 +59,8 @@ def run_demo(images: int = 3, out: str | Path = "demo.png", json_path: str | Pat
     for index in chosen:
         for norm in norms:
             targets = [t for t in range(10) if t != y_test[index]]
-            pgd_cache[index, norm] = dict(zip(targets, _pgd_distortions(network, x_test[index], int(y_test[index]),
-                                                                         targets, norm)))
+            found = _pgd_distortions(network, x_test[index], int(y_test[index]), targets, norm)
+            pgd_cache[index, norm] = dict(zip(targets, found, strict=True))
     points = {}
     for index, target, norm in tqdm(jobs, desc="minimal distortion", disable=quiet):
         result = minimal_distortion(network, x_test[index], norm=norm, target=target, domain=DIGITS_DOMAIN,
@@ -87,7 +87,8 @@ def run_demo(images: int = 3, out: str | Path = "demo.png", json_path: str | Pat
 
 def format_table(rows: list[dict]) -> str:
     """A fixed-width text table of the demo rows."""
-    head = f"{'img':>4} {'lab':>3} {'tgt':>3} {'norm':>4} {'PGD':>8} {'minimal':>17} {'PGD/opt-1':>9} {'status':>8} {'s':>6}"
+    head = (f"{'img':>4} {'lab':>3} {'tgt':>3} {'norm':>4} {'PGD':>8} {'minimal':>17} {'PGD/opt-1':>9} "
+            f"{'status':>8} {'s':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
         fmt = (lambda v: "   inf" if v is None else f"{v:.4f}")  # noqa: E731

@@ -324,7 +324,7 @@ class MaxPool2d(Layer):
         stride = self.kernel if self.stride is None else _pair(self.stride, "MaxPool2d.stride")
         object.__setattr__(self, "stride", stride)
         object.__setattr__(self, "padding", _pair(self.padding, "MaxPool2d.padding"))
-        if any(2 * p > k for p, k in zip(self.padding, self.kernel)):
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel, strict=True)):
             raise InvalidInputError("MaxPool2d.padding must be at most half the kernel size")
 
     def output_shape(self, input_shape: Shape) -> Shape:

@@ -15,6 +15,7 @@ import pytest
 
 from exactverify import ir
 
+
 @pytest.fixture(autouse=True, scope="session")
 def _single_torch_thread():
     """Run torch single-threaded: the test networks are tiny, and intra-op threads on a

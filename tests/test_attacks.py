@@ -15,7 +15,7 @@ from exactverify.specs import other_class_wins
 def _net(seed: int, sizes=(6, 12, 12, 4)) -> Network:
     rng = np.random.default_rng(seed)
     layers = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
         layers += [Dense(rng.normal(size=(b, a)) / np.sqrt(a), rng.normal(size=b) * 0.1), ReLU()]
     return Network((sizes[0],), tuple(layers[:-1]))
 

@@ -7,6 +7,7 @@ model, the closed-form distance ``margin / ||w||_1`` to its decision boundary.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -131,6 +132,11 @@ def test_madry_network_matches_its_record_and_is_more_robust():
         pytest.skip(f"N̄ weights not trained yet at {path}")
     info = json.loads(path.with_suffix(".json").read_text())
     madry, standard = zoo.mnist_madry_network(), zoo.mnist_network()
+    digest = hashlib.sha256()
+    for key, tensor in madry.state_dict().items():  # the digest benchmarks/train.py records
+        digest.update(key.encode())
+        digest.update(tensor.to(torch.float32).contiguous().numpy().tobytes())
+    assert digest.hexdigest() == info["weights_sha256"]
     _, _, x_test, y_test = zoo.load_mnist()
     x, y = x_test[:500], y_test[:500]
     with torch.no_grad():

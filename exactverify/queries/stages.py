@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 #: Slack subtracted from a solver's dual bound before it is reported as a proved lower bound
 #: on the minimal distortion (covers the solver's feasibility/optimality tolerances).
 DUAL_BOUND_SLACK = 1e-6
+#: Share of a query's remaining time that LP bound tightening may use before the MILP.
+LP_TIME_SHARE = 0.3
+#: Seconds per LP in bound tightening.
+LP_TIME_LIMIT = 10.0
 
 
 @dataclass
@@ -74,7 +78,7 @@ def attack(query: Query, eps_values: list[float], steps: int = 60, restarts: int
                     steps=steps, restarts=restarts, generator=generator)
     ok = misclassified(query, query.network.forward(points))
     findings: list[Finding | None] = []
-    for k, eps in enumerate(eps_values):
+    for k in range(len(eps_values)):
         if not bool(ok[k]):
             findings.append(None)
             continue
@@ -107,14 +111,19 @@ def refine_attack(query: Query, eps_high: float, iterations: int = 8) -> Finding
     return finding if finding.outcome == "not_robust" else None
 
 
-def spec_bounds(query: Query, spec: OutputSpec, eps: float, method: str) -> tuple[BoundsResult, np.ndarray]:
+def spec_bounds(query: Query, spec: OutputSpec, eps: float, method: str,
+                time_budget: float | None = None) -> tuple[BoundsResult, np.ndarray]:
     """Bounds of the network on the eps-region plus lower bounds of every spec row ``A y - b``.
 
     The spec rows are appended as one more dense layer, so CROWN/LP bound them directly
-    (tighter than bounding them from the output box).
+    (tighter than bounding them from the output box). ``time_budget`` caps LP tightening
+    (neurons not reached keep their CROWN bounds, which stay sound).
     """
     net = query.network
-    result = bounds(_with_spec_rows(query, spec), query.region(eps), method=method)
+    options = {}
+    if method == "lp" and time_budget is not None:
+        options = {"time_budget": time_budget, "time_limit": max(min(LP_TIME_LIMIT, time_budget), 0.01)}
+    result = bounds(_with_spec_rows(query, spec), query.region(eps), method=method, **options)
     n = len(net.layers)
     own = BoundsResult(net, method, result.lower[: n + 1], result.upper[: n + 1], result.seconds)
     return own, result.lower[-1][0].cpu().numpy()
@@ -129,7 +138,8 @@ def certified_radius(query: Query, eps_values: list[float], method: str = "crown
     spec = query.spec()
     batch = len(eps_values)
     centers = np.broadcast_to(query.x, (batch, *query.x.shape))
-    region = ball(centers, np.asarray(eps_values, dtype=np.float64), query.norm, query.domain, query.network.input_shape)
+    radii = np.asarray(eps_values, dtype=np.float64)
+    region = ball(centers, radii, query.norm, query.domain, query.network.input_shape)
     result = bounds(_with_spec_rows(query, spec), region, method=method)
     row_lower = result.lower[-1].cpu().numpy()
     proved = 0.0
@@ -163,7 +173,8 @@ def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, t
     """
     spec = query.spec()
     start = time.perf_counter()
-    net_bounds, row_lower = spec_bounds(query, spec, eps, bounds_method)
+    lp_budget = None if time_limit is None else LP_TIME_SHARE * time_limit
+    net_bounds, row_lower = spec_bounds(query, spec, eps, bounds_method, lp_budget)
     unstable = net_bounds.unstable_per_layer()
     live = live_disjuncts(spec, row_lower)
     history.append(SolveRecord("bounds", eps, "robust" if live is None else "unknown",

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import time
 
+from ..errors import InvalidInputError
 from ..specs import DEFAULT_MARGIN
 from .checks import BACKENDS, BOUND_METHODS, check_eps, make_query
 from .results import SolveRecord, Verdict, VerdictStatus
 from .stages import Finding, accept_point, attack, solve_exact
-
-from ..errors import InvalidInputError
 
 
 def check_options(backend: str, bounds_method: str, time_limit) -> float | None:
