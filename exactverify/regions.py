@@ -135,9 +135,9 @@ def _domain(domain, shape, batch, center) -> tuple[torch.Tensor, torch.Tensor]:
     if domain is None:
         inf = torch.full((batch, *shape), float("inf"), dtype=torch.float64)
         return -inf, inf
-    low, high = domain
-    low = torch.as_tensor(low, dtype=torch.float64).expand(*shape) if torch.as_tensor(low).dim() == 0 else low
-    high = torch.as_tensor(high, dtype=torch.float64).expand(*shape) if torch.as_tensor(high).dim() == 0 else high
+    low, high = (torch.as_tensor(np.array(v, dtype=np.float64)) if not torch.is_tensor(v) else v for v in domain)
+    low = low.expand(*shape) if low.dim() == 0 else low
+    high = high.expand(*shape) if high.dim() == 0 else high
     low = _batched(low, shape, "domain lower").expand(batch, *shape)
     high = _batched(high, shape, "domain upper").expand(batch, *shape)
     if (low > high).any():
