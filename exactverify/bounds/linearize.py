@@ -25,6 +25,18 @@ Lines = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 NARROW_WIDTH = 1e-12
 
 
+def clamp_cases(l, u, lo: float, hi: float):
+    """Masks of the six cases of ``clamp(x, lo, hi)`` over ``[l, u]`` (torch or numpy arrays):
+    constant low, constant high, identity, only the low kink, only the high kink, both kinks."""
+    const_lo = u <= lo
+    const_hi = (l >= hi) & ~const_lo
+    identity = (l >= lo) & (u <= hi) & ~const_lo & ~const_hi
+    kink_lo = (l < lo) & (u > lo) & (u <= hi)
+    kink_hi = (l >= lo) & (l < hi) & (u > hi)
+    both = (l < lo) & (u > hi)
+    return const_lo, const_hi, identity, kink_lo, kink_hi, both
+
+
 def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """``num / den`` where ``den > 0``, 0 elsewhere (callers mask those entries)."""
     positive = den > 0
@@ -49,12 +61,7 @@ def _clamp(l: torch.Tensor, u: torch.Tensor, lo: float, hi: float) -> Lines:
     kink (convex at ``lo``, concave at ``hi``), and with both kinks the chords through
     ``(l, lo), (hi, hi)`` (above) and ``(lo, lo), (u, hi)`` (below)."""
     zero, one = torch.zeros_like(l), torch.ones_like(l)
-    const_lo = u <= lo
-    const_hi = (l >= hi) & ~const_lo
-    identity = (l >= lo) & (u <= hi) & ~const_lo & ~const_hi
-    kink_lo = (l < lo) & (u > lo) & (u <= hi)
-    kink_hi = (l >= lo) & (l < hi) & (u > hi)
-    both = (l < lo) & (u > hi)
+    const_lo, const_hi, identity, kink_lo, kink_hi, both = clamp_cases(l, u, lo, hi)
 
     # kink at lo: f = lo + relu(x - lo); upper chord (l, lo)-(u, u); lower x or lo
     s_lo = _safe_div(u - lo, u - l)

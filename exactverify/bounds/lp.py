@@ -33,7 +33,7 @@ from ..regions import Region
 from .affine import affine_matrix
 from .crown import crown_bounds
 from .interval import interval_layer
-from .linearize import NARROW_WIDTH, maxpool_relaxation, relax_elementwise
+from .linearize import NARROW_WIDTH, clamp_cases, maxpool_relaxation, relax_elementwise
 
 #: Default wall-clock limit of one LP, seconds.
 DEFAULT_TIME_LIMIT = 10.0
@@ -140,12 +140,7 @@ def _add_relu_like(prog, x, y, l, u, slope: float) -> None:
 
 def _add_clamp(prog, x, y, l, u, lo: float, hi: float) -> None:
     """Convex hull of the graph of ``clamp(x, lo, hi)`` over ``[l, u]``."""
-    const_lo = u <= lo
-    const_hi = (l >= hi) & ~const_lo
-    identity = (l >= lo) & (u <= hi) & ~const_lo & ~const_hi
-    kink_lo = (l < lo) & (u > lo) & (u <= hi)
-    kink_hi = (l >= lo) & (l < hi) & (u > hi)
-    both = (l < lo) & (u > hi)
+    const_lo, const_hi, identity, kink_lo, kink_hi, both = clamp_cases(l, u, lo, hi)
     _lines(prog, x, y, 0.0, lo, const_lo, "=")
     _lines(prog, x, y, 0.0, hi, const_hi, "=")
     _lines(prog, x, y, 1.0, 0.0, identity, "=")
