@@ -9,6 +9,7 @@ descent does) and projects exactly onto the L1 ball intersected with the box.
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import torch
@@ -64,12 +65,14 @@ def pgd(
     step_fraction: float = 0.1,
     l1_coordinates: float = 0.05,
     generator: torch.Generator | None = None,
+    deadline: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Maximise ``score(network(x))`` over each region; returns (best points, best scores).
 
     ``center`` is (B, *shape), ``eps`` (B,). Restarts after the first begin at a random
     point of the region. ``step_fraction`` is the step size as a fraction of eps;
-    ``l1_coordinates`` the fraction of coordinates moved per L1 step.
+    ``l1_coordinates`` the fraction of coordinates moved per L1 step. ``deadline`` (a
+    ``time.perf_counter()`` value) stops the attack early with the best points so far.
     """
     center = center.to(torch.float64)
     batch = center.shape[0]
@@ -100,6 +103,8 @@ def pgd(
             noise = torch.rand(center.shape, generator=generator, dtype=torch.float64) * 2 - 1
             delta = project(noise.to(center.device) * radius)
         for _ in range(steps):
+            if deadline is not None and time.perf_counter() > deadline:
+                break
             delta.requires_grad_(True)
             values = score(network.forward(center + delta))
             (grad,) = torch.autograd.grad(values.sum(), delta)

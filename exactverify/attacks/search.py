@@ -7,6 +7,7 @@ sample, the smallest eps at which PGD finds a (strictly) misclassified point, to
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import torch
@@ -27,11 +28,13 @@ def pgd_min_distortion(
     iterations: int = 12,
     steps: int = 60,
     restarts: int = 1,
+    deadline: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per sample: (distortion found, adversarial point, found flag).
 
     ``score`` is maximised by PGD; ``success(logits)`` says per row whether a point counts.
     Samples for which the attack fails even at ``eps_high`` get distortion inf.
+    ``deadline`` (a ``time.perf_counter()`` value) ends the search early with what it has.
     """
     batch = center.shape[0]
     low = torch.zeros(batch, dtype=torch.float64)
@@ -42,7 +45,7 @@ def pgd_min_distortion(
 
     def attempt(eps: torch.Tensor) -> torch.Tensor:
         adv, _ = pgd(network, center, eps, score, norm=norm, domain=domain, steps=steps,
-                     restarts=restarts, generator=generator)
+                     restarts=restarts, generator=generator, deadline=deadline)
         ok = success(network.forward(adv))
         diff = (adv - center).reshape(batch, -1).abs()
         dist = diff.max(1).values if norm == "linf" else diff.sum(1)
@@ -54,6 +57,8 @@ def pgd_min_distortion(
     found = attempt(high)
     high = torch.where(found, torch.minimum(high, best), high)
     for _ in range(iterations):
+        if deadline is not None and time.perf_counter() > deadline:
+            break
         mid = (low + high) / 2
         ok = attempt(mid) & found
         high = torch.where(ok, torch.minimum(mid, best), high)

@@ -22,6 +22,8 @@ from .verify import check_options
 
 #: The warm start tries PGD at eps_max * 2**-k for k < WARM_START_LEVELS (one batch).
 WARM_START_LEVELS = 16
+#: Share of the time limit the PGD warm start (and each bisection step's attack) may use.
+ATTACK_TIME_SHARE = 0.15
 #: The certified lower bound tries CROWN at upper * k / CERTIFY_LEVELS, k = 1..CERTIFY_LEVELS.
 CERTIFY_LEVELS = 32
 #: Without an input domain, the largest radius the search considers.
@@ -74,10 +76,11 @@ def minimal_distortion(network, x, norm: str = "linf", target: int | None = None
     search_max = eps_max if math.isfinite(eps_max) else UNBOUNDED_RADIUS
     tick = time.perf_counter()
     grid = [search_max * 2.0 ** -k for k in range(WARM_START_LEVELS)]
-    found = [f for f in attack(query, grid) if f is not None]
+    attack_deadline = None if time_limit is None else start + ATTACK_TIME_SHARE * time_limit
+    found = [f for f in attack(query, grid, deadline=attack_deadline) if f is not None]
     best: Finding | None = min(found, key=lambda f: f.distortion) if found else None
     if best is not None:
-        refined = refine_attack(query, best.distortion)
+        refined = refine_attack(query, best.distortion, deadline=attack_deadline)
         if refined is not None and refined.distortion < best.distortion:
             best = refined
     attack_distortion = None if best is None else best.distortion
@@ -140,7 +143,8 @@ def minimal_distortion(network, x, norm: str = "linf", target: int | None = None
             return result(lower, upper, point, "unknown", "time limit reached during bisection", attack_distortion)
         mid = (lower + upper) / 2
         tick = time.perf_counter()
-        (quick,) = attack(query, [mid])
+        step_deadline = None if time_limit is None else time.perf_counter() + ATTACK_TIME_SHARE * budget
+        (quick,) = attack(query, [mid], deadline=step_deadline)
         history.append(SolveRecord("attack", mid, "not_robust" if quick else "unknown", time.perf_counter() - tick))
         finding = quick or solve_exact(query, mid, time_limit=remaining(), minimise=False, **solve)
         if finding.outcome == "robust":

@@ -64,8 +64,11 @@ def _score(query: Query):
     return lambda logits: spec.slack(logits)
 
 
-def attack(query: Query, eps_values: list[float], steps: int = 60, restarts: int = 2) -> list[Finding | None]:
-    """Batched PGD at several eps at once; a validated counterexample per eps, or None."""
+def attack(query: Query, eps_values: list[float], steps: int = 60, restarts: int = 2,
+           deadline: float | None = None) -> list[Finding | None]:
+    """Batched PGD at several eps at once; a validated counterexample per eps, or None.
+
+    ``deadline`` (a ``time.perf_counter()`` value) cuts the attack short."""
     from ..attacks import pgd
 
     if not eps_values:
@@ -75,7 +78,7 @@ def attack(query: Query, eps_values: list[float], steps: int = 60, restarts: int
     eps_t = torch.tensor([e if math.isfinite(e) else 1e6 for e in eps_values], dtype=torch.float64)
     generator = torch.Generator().manual_seed(0)
     points, _ = pgd(query.network, center, eps_t, _score(query), norm=query.norm, domain=domain,
-                    steps=steps, restarts=restarts, generator=generator)
+                    steps=steps, restarts=restarts, generator=generator, deadline=deadline)
     ok = misclassified(query, query.network.forward(points))
     findings: list[Finding | None] = []
     for k in range(len(eps_values)):
@@ -96,7 +99,8 @@ def _with_spec_rows(query: Query, spec: OutputSpec):
     return net.with_layers(net.layers + tuple(extra))
 
 
-def refine_attack(query: Query, eps_high: float, iterations: int = 8) -> Finding | None:
+def refine_attack(query: Query, eps_high: float, iterations: int = 8,
+                  deadline: float | None = None) -> Finding | None:
     """Bisect PGD's budget below ``eps_high`` (where it already succeeded); the best re-checked point."""
     from ..attacks import pgd_min_distortion
 
@@ -104,7 +108,8 @@ def refine_attack(query: Query, eps_high: float, iterations: int = 8) -> Finding
     domain = None if query.domain is None else tuple(torch.as_tensor(d) for d in query.domain)
     best, points, found = pgd_min_distortion(
         query.network, center, _score(query), lambda logits: misclassified(query, logits),
-        torch.tensor([eps_high], dtype=torch.float64), norm=query.norm, domain=domain, iterations=iterations)
+        torch.tensor([eps_high], dtype=torch.float64), norm=query.norm, domain=domain, iterations=iterations,
+        deadline=deadline)
     if not bool(found[0]):
         return None
     finding = accept_point(query, points[0].numpy(), float(best[0]), "attack")
@@ -171,6 +176,8 @@ def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, t
     ``known_lower`` is a proved lower bound on the minimal distortion (e.g. a certified
     radius); the minimising MILP gets it as a constraint, which helps its dual bound.
     """
+    if time_limit is not None and time_limit <= 0:
+        return Finding("unknown", "time limit reached before the exact solve")
     spec = query.spec()
     start = time.perf_counter()
     lp_budget = None if time_limit is None else LP_TIME_SHARE * time_limit

@@ -10,6 +10,9 @@ from .checks import BACKENDS, BOUND_METHODS, check_eps, make_query
 from .results import SolveRecord, Verdict, VerdictStatus
 from .stages import Finding, accept_point, attack, solve_exact
 
+#: Share of the time limit the PGD attack before the exact solve may use.
+ATTACK_TIME_SHARE = 0.15
+
 
 def check_options(backend: str, bounds_method: str, time_limit) -> float | None:
     """Validate the solver options shared by the query entry points."""
@@ -64,7 +67,8 @@ def _decide(query, eps, backend, bounds_method, time_limit, attack_first, histor
         return centre
     if attack_first and eps > 0:
         tick = time.perf_counter()
-        (found,) = attack(query, [eps])
+        deadline = None if time_limit is None else start + ATTACK_TIME_SHARE * time_limit
+        (found,) = attack(query, [eps], deadline=deadline)
         history.append(SolveRecord("attack", eps, "not_robust" if found else "unknown", time.perf_counter() - tick))
         if found is not None:
             return found
