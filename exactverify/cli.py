@@ -48,7 +48,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", type=int, default=None, help="true label (default: the network's argmax)")
     parser.add_argument("--domain", type=float, nargs=2, metavar=("LOW", "HIGH"), help="input domain box")
     parser.add_argument("--backend", choices=("scip", "ortools", "z3"), default="scip")
-    parser.add_argument("--bounds", choices=("interval", "crown", "lp"), default="lp")
+    parser.add_argument("--bounds", choices=("interval", "crown", "lp"), default="crown")
     parser.add_argument("--time-limit", type=float, default=None, help="seconds for the whole query")
     parser.add_argument("--json", dest="json_out", help="write the result as JSON to this file ('-' = stdout)")
 
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--eps", type=float, required=True)
     dist = sub.add_parser("distortion", help="provably minimal adversarial distortion")
     _common(dist)
-    dist.add_argument("--method", choices=("bisection", "direct"), default="direct")
+    dist.add_argument("--method", choices=("bisection", "direct"), default="bisection")
     dist.add_argument("--tol", type=float, default=1e-3)
     demo = sub.add_parser("demo", help="minimal adversarial examples on the bundled 8x8 digits")
     demo.add_argument("--images", type=int, default=3)

@@ -37,7 +37,7 @@ def upper_or(default: float, upper: float) -> float:
 
 def minimal_distortion(network, x, norm: str = "linf", target: int | None = None, *, label: int | None = None,
                        domain=None, method: str = "bisection", tol: float = 1e-3,
-                       margin: float = DEFAULT_MARGIN, backend: str = "scip", bounds_method: str = "lp",
+                       margin: float = DEFAULT_MARGIN, backend: str = "scip", bounds_method: str = "crown",
                        time_limit: float | None = None, model=None) -> DistortionResult:
     """Bounds ``lower <= d* <= upper`` on the smallest ``norm`` distortion of ``x`` that makes
     the network misclassify it (as ``target``, if given) by at least ``margin``.

@@ -28,7 +28,7 @@ def check_options(backend: str, bounds_method: str, time_limit) -> float | None:
 
 
 def verify(network, x, eps, norm: str = "linf", target: int | None = None, *, label: int | None = None,
-           domain=None, margin: float = DEFAULT_MARGIN, backend: str = "scip", bounds_method: str = "lp",
+           domain=None, margin: float = DEFAULT_MARGIN, backend: str = "scip", bounds_method: str = "crown",
            time_limit: float | None = None, model=None, attack_first: bool = True) -> Verdict:
     """Decide whether every point within ``eps`` of ``x`` (norm ``linf``/``l1``, clipped to the
     domain) keeps the label (untargeted) or avoids class ``target`` (targeted).
