@@ -179,12 +179,13 @@ def test_torn_last_line_is_ignored_and_repaired(tmp_path):
     torn = encode_record({"id": "t9", "status": "optimal", "result": {"value": 1}})[:25]
     store.write_bytes(intact + torn)  # a crash in the middle of appending t9
     with pytest.warns(TornRecordWarning, match="torn last line"):
-        assert [r["id"] for r in load_results(store)] == ["t0", "t3", "t6"]
+        # the store is in completion order, which parallel workers do not fix
+        assert sorted(r["id"] for r in load_results(store)) == ["t0", "t3", "t6"]
     assert store.read_bytes() == intact + torn  # loading never writes
     records = run_campaign(queries, WORKER, store, progress=False)  # repairs, then runs t9
     final = store.read_bytes()
     assert final.startswith(intact)
-    assert [json.loads(line)["id"] for line in final.splitlines()] == ["t0", "t3", "t6", "t9"]
+    assert [json.loads(line)["id"] for line in final.splitlines()][3:] == ["t9"]
     assert records[3]["result"]["value"] == campaign_workers.toy_value(queries[3])
     # A torn line that kept its newline (e.g. zero-filled after a power cut) is repaired too.
     store.write_bytes(final + b"\x00\x00\x00\n")
