@@ -1,7 +1,7 @@
 """VNNLIB reading and VNN-COMP instance solving on a tiny hand-built ONNX network.
 
 The network is ``y0 = relu(x0) + relu(x1)``, ``y1 = relu(x0 - x1)``, so every property in
-tests/data/vnnlib has an answer derivable by hand (stated in each file's comment); the
+tests/data/tiny_vnnlib has an answer derivable by hand (stated in each file's comment); the
 verdicts are checked against that and every counterexample against the formula.
 """
 
@@ -20,7 +20,7 @@ from exactverify.vnncomp import solve as solve_module
 from exactverify.vnncomp.solve import solve_instance
 from exactverify.vnncomp.witness import ONNX_SAT_TOLERANCE, float32_in_box
 
-DATA = Path(__file__).resolve().parent / "data" / "vnnlib"
+DATA = Path(__file__).resolve().parent / "data" / "tiny_vnnlib"  # hand-written, tiny
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vnncomp2021"
 HEADER = "(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
 BOX = "(assert (<= X_0 1))\n(assert (>= X_0 0))\n(assert (<= X_1 1))\n(assert (>= X_1 0))\n"
