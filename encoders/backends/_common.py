@@ -30,6 +30,19 @@ def check_solve_args(time_limit: float | None, threads: int) -> None:
         raise InvalidInputError(f"threads must be an integer >= 1, got {threads!r}")
 
 
+def prepare_solve(backend, time_limit: float | None, threads: int, options: dict) -> tuple[dict, object | None]:
+    """Shared start of every backend's ``_solve``: validated arguments, the backend's defaults
+    merged with ``options``, and the INFEASIBLE answer when an all-cancelled row is violated
+    (``backend._violated_empty`` names it), which no solver needs to be asked about."""
+    from .base import SolveResult, Status
+
+    check_solve_args(time_limit, threads)
+    opts = {**backend._defaults, **check_options(dict(options), backend.OPTIONS, backend.name)}
+    if backend._violated_empty is not None:
+        return opts, SolveResult(Status.INFEASIBLE, f"{backend._violated_empty} violated", backend=backend.name)
+    return opts, None
+
+
 def check_options(options: dict, allowed: frozenset, backend: str) -> dict:
     """Reject unknown solve options and validate the common ones; returns ``options``."""
     unknown = sorted(set(options) - allowed)

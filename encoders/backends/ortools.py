@@ -34,9 +34,9 @@ from ._common import (
     aggregate,
     check_indices,
     check_options,
-    check_solve_args,
     empty_row_holds,
     gap_closed,
+    prepare_solve,
 )
 from .base import Backend, SolveResult, Status
 
@@ -100,7 +100,7 @@ class OrToolsBackend(Backend):
         check_indices(idx, self.num_vars, f"constraint {name!r}")
         if not idx:
             if not empty_row_holds(sense, rhs) and self._violated_empty is None:
-                self._violated_empty = name or "<unnamed>"
+                self._violated_empty = f"empty constraint {name or '<unnamed>'}"
             return
         lo = rhs if sense in (">=", "==") else -self._inf
         hi = rhs if sense in ("<=", "==") else self._inf
@@ -139,12 +139,10 @@ class OrToolsBackend(Backend):
         return params
 
     def _solve(self, time_limit: float | None, threads: int, options: dict) -> SolveResult:
-        check_solve_args(time_limit, threads)
-        opts = {**self._defaults, **check_options(dict(options), self.OPTIONS, self.name)}
+        opts, early = prepare_solve(self, time_limit, threads, options)
+        if early is not None:
+            return early
         start = time.perf_counter()
-        if self._violated_empty is not None:
-            return SolveResult(Status.INFEASIBLE, f"empty constraint {self._violated_empty} violated",
-                               backend=self.name)
         solver = self._solver
         if opts.get("verbose"):
             solver.EnableOutput()

@@ -31,9 +31,9 @@ from ._common import (
     aggregate,
     check_indices,
     check_options,
-    check_solve_args,
     empty_row_holds,
     gap_closed,
+    prepare_solve,
 )
 from .base import Backend, SolveResult, Status
 
@@ -89,7 +89,7 @@ class ScipBackend(Backend):
         expr = self._expr(index, coef, f"constraint {name!r}")
         if not expr.terms:
             if not empty_row_holds(sense, rhs) and self._violated_empty is None:
-                self._violated_empty = name or "<unnamed>"
+                self._violated_empty = f"empty constraint {name or '<unnamed>'}"
             return
         lhs = rhs if sense in (">=", "==") else None
         upper = rhs if sense in ("<=", "==") else None
@@ -109,12 +109,10 @@ class ScipBackend(Backend):
 
     # -- solving --------------------------------------------------------------
     def _solve(self, time_limit: float | None, threads: int, options: dict) -> SolveResult:
-        check_solve_args(time_limit, threads)
-        opts = {**self._defaults, **check_options(dict(options), self.OPTIONS, self.name)}
+        opts, early = prepare_solve(self, time_limit, threads, options)
+        if early is not None:
+            return early
         start = time.perf_counter()
-        if self._violated_empty is not None:
-            return SolveResult(Status.INFEASIBLE, f"empty constraint {self._violated_empty} violated",
-                               backend=self.name)
         model = self._model
         if opts.get("verbose"):
             model.hideOutput(False)

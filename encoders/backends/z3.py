@@ -22,7 +22,7 @@ import numpy as np
 
 from exactverify.errors import SolverError
 
-from ._common import COMMON_OPTIONS, aggregate, check_indices, check_options, check_solve_args, empty_row_holds
+from ._common import COMMON_OPTIONS, aggregate, check_indices, check_options, empty_row_holds, prepare_solve
 from .base import Backend, SolveResult, Status
 
 try:
@@ -88,7 +88,7 @@ class Z3Backend(Backend):
         terms = self._linear(index, coef, f"constraint {name!r}")
         if not terms:
             if not empty_row_holds(sense, rhs) and self._violated_empty is None:
-                self._violated_empty = name or "<unnamed>"
+                self._violated_empty = f"empty constraint {name or '<unnamed>'}"
             return
         lhs = z3.Sum(terms) if len(terms) > 1 else terms[0]
         right = self._num(rhs)
@@ -104,11 +104,10 @@ class Z3Backend(Backend):
 
     # -- solving --------------------------------------------------------------
     def _solve(self, time_limit: float | None, threads: int, options: dict) -> SolveResult:
-        check_solve_args(time_limit, threads)
-        check_options(dict(options), self.OPTIONS, self.name)
+        _, early = prepare_solve(self, time_limit, threads, options)
+        if early is not None:
+            return early
         start = time.perf_counter()
-        if self._violated_empty is not None:
-            return SolveResult(Status.INFEASIBLE, f"{self._violated_empty} violated", backend=self.name)
         engine = z3.Optimize(ctx=self._ctx) if self._objective is not None else z3.Solver(ctx=self._ctx)
         if time_limit is not None:
             engine.set("timeout", max(1, int(math.ceil(time_limit * 1000))))
