@@ -18,6 +18,10 @@ from .errors import InvalidInputError, ShapeMismatchError
 
 Norm = Literal["linf", "l1", "box"]
 
+#: How far (absolute) a point given as a centre may lie outside its input domain before
+#: it is refused (float noise from normalisation); within it, the point is clipped in.
+DOMAIN_TOLERANCE = 1e-9
+
 
 def _batched(value, shape: tuple[int, ...], name: str) -> torch.Tensor:
     """``value`` as a float64 tensor of shape (B, *shape); a single sample gets B = 1."""

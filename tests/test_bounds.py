@@ -33,14 +33,6 @@ METHODS = ("interval", "crown", "lp")
 LP_NEURONS = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: with two intra-op threads on a shared 2-core machine torch spends far
-    more time synchronising than computing (a 30 s module took 100 s), so use one here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------ architectures

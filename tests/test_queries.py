@@ -26,7 +26,6 @@ from functools import lru_cache
 import numpy as np
 import oracles
 import pytest
-import torch
 from conftest import TINY_CONFIGS, TinyCase, cached_case, harder_net, no_adversarial_net, point_with_gap
 
 import exactverify as ev
@@ -48,13 +47,6 @@ METHODS = ("bisection", "direct")
 NO_ATTACK = {"attack_first": False} if "attack_first" in inspect.signature(ev.verify).parameters else {}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    """Tiny tensors: intra-op threads only add contention on the 2-core test machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def target_of(case: TinyCase, targeted: bool) -> int | None:

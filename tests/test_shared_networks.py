@@ -35,13 +35,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny matmuls are latency-bound; two threads on a loaded 2-core machine only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _as_double(model: onnx.ModelProto) -> onnx.ModelProto:

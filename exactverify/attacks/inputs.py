@@ -15,9 +15,8 @@ import torch
 
 from ..errors import InvalidInputError, ShapeMismatchError
 from ..ir import Network
+from ..regions import DOMAIN_TOLERANCE
 
-#: How far (absolute) ``x`` may lie outside ``domain`` before it is refused.
-DOMAIN_TOLERANCE = 1e-9
 #: The default input domain: pixels in [0, 1].
 DEFAULT_DOMAIN = (0.0, 1.0)
 

@@ -4,8 +4,11 @@ Named tolerances (all absolute):
 
 - ``DOMAIN_TOLERANCE``: how far ``x`` may lie outside its domain before it is refused
   (float noise from normalisation); ``x`` is then clipped into the domain.
-- ``REGION_TOLERANCE``: how far a solver's point may lie outside the region before it is
-  projected back; the re-check always runs on the projected point, which is in the region.
+- ``REGION_TOLERANCE``: a solver's point is always projected into the region before the
+  re-check (so every reported counterexample lies in the region); when the point lay
+  further outside than this, the excess is stated in the verdict's reason, since it
+  signals solver tolerances (e.g. many L1 epigraph rows each off by the feasibility
+  tolerance) or an encoding problem rather than float noise.
 - Misclassification in the re-check is *strict* (the winning logit is larger, in float64):
   ties never count. The encoders additionally demand the query's ``margin`` (default
   ``DEFAULT_MARGIN`` = 1e-5) so that solver tolerances do not produce near-ties.
@@ -21,10 +24,9 @@ import torch
 
 from ..errors import InvalidInputError, ShapeMismatchError
 from ..ir import Network
-from ..regions import Region, ball
+from ..regions import DOMAIN_TOLERANCE, Region, ball
 from ..specs import OutputSpec, class_wins, other_class_wins
 
-DOMAIN_TOLERANCE = 1e-9
 REGION_TOLERANCE = 1e-6
 NORMS = ("linf", "l1")
 BACKENDS = ("scip", "ortools", "z3")
@@ -92,9 +94,15 @@ def check_eps(eps, name: str = "eps") -> float:
     return value
 
 
-def make_query(network, x, norm: str, target, label, domain, margin: float) -> Query:
-    """Validate the arguments shared by every query entry point."""
-    net, model = as_network(network)
+def make_query(network, x, norm: str, target, label, domain, margin: float, model=None) -> Query:
+    """Validate the arguments shared by every query entry point.
+
+    ``model`` is a torch module to re-check counterexamples on; it defaults to ``network``
+    itself when that is a module."""
+    net, own_model = as_network(network)
+    if model is not None and not isinstance(model, torch.nn.Module):
+        raise InvalidInputError(f"model must be a torch nn.Module, got {type(model).__name__}")
+    model = model if model is not None else own_model
     if norm not in NORMS:
         raise InvalidInputError(f"norm must be one of {NORMS}, got {norm!r}")
     if not net.piecewise_linear:
@@ -139,6 +147,15 @@ def make_query(network, x, norm: str, target, label, domain, margin: float) -> Q
 def distance(query: Query, point: np.ndarray) -> float:
     diff = (point - query.x).reshape(-1)
     return float(np.abs(diff).max() if query.norm == "linf" else np.abs(diff).sum())
+
+
+def excess(query: Query, point: np.ndarray, eps: float) -> float:
+    """How far ``point`` lies outside the eps-region: beyond the domain or beyond the ball."""
+    point = np.asarray(point, dtype=np.float64).reshape(query.network.input_shape)
+    outside = 0.0
+    if query.domain is not None:
+        outside = float(max(np.max(query.domain[0] - point), np.max(point - query.domain[1]), 0.0))
+    return max(outside, distance(query, point) - eps, 0.0)
 
 
 def project(query: Query, point: np.ndarray, eps: float) -> np.ndarray:

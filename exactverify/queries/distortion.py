@@ -17,13 +17,11 @@ from ..errors import InvalidInputError
 from ..specs import DEFAULT_MARGIN
 from .checks import check_eps, make_query
 from .results import DistortionResult, SolveRecord
-from .stages import Finding, accept_point, attack, certified_radius, refine_attack, solve_exact
+from .stages import ATTACK_TIME_SHARE, Finding, accept_point, attack, certified_radius, refine_attack, solve_exact
 from .verify import check_options
 
 #: The warm start tries PGD at eps_max * 2**-k for k < WARM_START_LEVELS (one batch).
 WARM_START_LEVELS = 16
-#: Share of the time limit the PGD warm start (and each bisection step's attack) may use.
-ATTACK_TIME_SHARE = 0.15
 #: The certified lower bound tries CROWN at upper * k / CERTIFY_LEVELS, k = 1..CERTIFY_LEVELS.
 CERTIFY_LEVELS = 32
 #: Without an input domain, the largest radius the search considers.
@@ -54,9 +52,7 @@ def minimal_distortion(network, x, norm: str = "linf", target: int | None = None
     time_limit = check_options(backend, bounds_method, time_limit)
     if backend == "z3" and method == "direct":
         raise InvalidInputError("method='direct' needs a MILP backend ('scip' or 'ortools'); z3 supports bisection")
-    query = make_query(network, x, norm, target, label, domain, margin)
-    if model is not None:
-        query = type(query)(**{**query.__dict__, "model": model})
+    query = make_query(network, x, norm, target, label, domain, margin, model)
     history: list[SolveRecord] = []
 
     def remaining() -> float | None:

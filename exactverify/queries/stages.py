@@ -18,7 +18,7 @@ from ..bounds import BoundsResult, bounds
 from ..ir import Dense, Flatten
 from ..regions import ball
 from ..specs import Conjunction, OutputSpec
-from .checks import Query, distance, misclassified, project, recheck
+from .checks import REGION_TOLERANCE, Query, distance, excess, misclassified, project, recheck
 from .results import SolveRecord
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 #: Slack subtracted from a solver's dual bound before it is reported as a proved lower bound
 #: on the minimal distortion (covers the solver's feasibility/optimality tolerances).
 DUAL_BOUND_SLACK = 1e-6
+#: Share of a query's time limit the PGD attacks may use (the warm start, and each
+#: bisection step's attack of the remaining time) before exact solving.
+ATTACK_TIME_SHARE = 0.15
 #: Share of a query's remaining time that LP bound tightening may use before the MILP.
 LP_TIME_SHARE = 0.3
 #: Seconds per LP in bound tightening.
@@ -47,7 +50,14 @@ class Finding:
 
 
 def accept_point(query: Query, raw_point, eps: float, source: str) -> Finding:
-    """Project a candidate into the eps-region and re-check it; a failed check is ``unknown``."""
+    """Project a candidate into the eps-region and re-check it; a failed check is ``unknown``.
+
+    A candidate that lay more than ``REGION_TOLERANCE`` outside the region says so in the reason.
+    """
+    outside = excess(query, raw_point, eps)
+    if outside > REGION_TOLERANCE:
+        log.warning("%s point lay %.3g outside the eps=%g region; projected before the re-check", source, outside, eps)
+        source = f"{source} (projected from {outside:.3g} outside the region)"
     point = project(query, raw_point, eps)
     ir_ok, model_ok, logits = recheck(query, point)
     dist = distance(query, point)

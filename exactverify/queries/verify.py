@@ -8,10 +8,7 @@ from ..errors import InvalidInputError
 from ..specs import DEFAULT_MARGIN
 from .checks import BACKENDS, BOUND_METHODS, check_eps, make_query
 from .results import SolveRecord, Verdict, VerdictStatus
-from .stages import Finding, accept_point, attack, solve_exact
-
-#: Share of the time limit the PGD attack before the exact solve may use.
-ATTACK_TIME_SHARE = 0.15
+from .stages import ATTACK_TIME_SHARE, Finding, accept_point, attack, solve_exact
 
 
 def check_options(backend: str, bounds_method: str, time_limit) -> float | None:
@@ -43,9 +40,7 @@ def verify(network, x, eps, norm: str = "linf", target: int | None = None, *, la
     start = time.perf_counter()
     eps = check_eps(eps)
     time_limit = check_options(backend, bounds_method, time_limit)
-    query = make_query(network, x, norm, target, label, domain, margin)
-    if model is not None:
-        query = type(query)(**{**query.__dict__, "model": model})
+    query = make_query(network, x, norm, target, label, domain, margin, model)
     history: list[SolveRecord] = []
 
     finding = _decide(query, eps, backend, bounds_method, time_limit, attack_first, history)

@@ -1,0 +1,57 @@
+"""Named tolerances and time limits of the query entry points."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import exactverify as ev
+from exactverify import zoo
+from exactverify.queries import DOMAIN_TOLERANCE, REGION_TOLERANCE
+from exactverify.queries.checks import make_query
+from exactverify.queries.stages import accept_point
+
+
+@pytest.fixture(scope="module")
+def digits():
+    module = zoo.digits_network()
+    network = ev.load(module, input_shape=(64,))
+    return network, module, zoo.load_digits_data()[2]
+
+
+def test_domain_tolerance_clips_noise_and_refuses_more(digits):
+    network, _, x_test = digits
+    x = x_test[0].copy()
+    x[0] = 1.0 + DOMAIN_TOLERANCE / 2
+    query = make_query(network, x, "linf", None, None, (0.0, 1.0), ev.DEFAULT_MARGIN)
+    assert query.x[0] == 1.0  # clipped into the domain
+    x[0] = 1.0 + 100 * DOMAIN_TOLERANCE
+    with pytest.raises(ev.InvalidInputError, match="outside the input domain"):
+        ev.verify(network, x, 0.01, domain=(0.0, 1.0))
+
+
+def test_points_outside_the_region_are_projected_and_said_so(digits):
+    network, module, x_test = digits
+    query = make_query(network, x_test[0], "linf", 9, None, (0.0, 1.0), ev.DEFAULT_MARGIN, module)
+    far = np.clip(x_test[0] + 0.5, 0, 1)  # far outside a 0.2 ball
+    finding = accept_point(query, far, 0.2, "test")
+    assert np.abs(finding.point - x_test[0]).max() <= 0.2 + 1e-12
+    assert "outside the region" in finding.reason
+    near = np.clip(x_test[0] + REGION_TOLERANCE / 10, 0, 1)
+    assert "outside the region" not in accept_point(query, near, 0.0, "test").reason
+
+
+def test_model_must_be_a_torch_module(digits):
+    network, _, x_test = digits
+    with pytest.raises(ev.InvalidInputError, match="model must be a torch nn.Module"):
+        ev.verify(network, x_test[0], 0.01, domain=(0.0, 1.0), model="not a model")
+
+
+def test_time_limit_bounds_every_stage(digits):
+    """An L1 query whose attack, certification and bisection would take far longer stops near its
+    limit (the slack covers one PGD step or bound pass overrunning), with proved bounds."""
+    network, _, x_test = digits
+    result = ev.minimal_distortion(network, x_test[0], norm="l1", target=3, domain=(0.0, 1.0),
+                                   method="bisection", tol=1e-6, time_limit=1.0)
+    assert result.status == "unknown" and result.lower <= result.upper
+    assert result.seconds < 6.0
