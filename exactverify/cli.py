@@ -48,7 +48,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", type=int, default=None, help="true label (default: the network's argmax)")
     parser.add_argument("--domain", type=float, nargs=2, metavar=("LOW", "HIGH"), help="input domain box")
     parser.add_argument("--backend", choices=("scip", "ortools", "z3"), default="scip")
-    parser.add_argument("--bounds", choices=("interval", "crown", "lp"), default="crown")
+    parser.add_argument("--bounds", choices=("interval", "crown", "lp", "forward"), default="crown")
     parser.add_argument("--time-limit", type=float, default=None, help="seconds for the whole query")
     parser.add_argument("--json", dest="json_out", help="write the result as JSON to this file ('-' = stdout)")
 

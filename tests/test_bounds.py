@@ -28,7 +28,7 @@ from exactverify.errors import InvalidInputError
 SAMPLE_TOL = 1e-9
 SAMPLES = 1500
 BATCH = 3
-METHODS = ("interval", "crown", "lp")
+METHODS = ("interval", "crown", "lp", "forward")
 #: LPs per value and region in the soundness sweep (each LP costs ~10 ms of scipy overhead).
 LP_NEURONS = 4
 
@@ -139,11 +139,14 @@ def test_every_method_is_sound(arch: str, kind: str) -> None:
             assert bool((result.lower[index] <= result.upper[index]).all()), f"{method}: empty bounds at {index}"
         assert_sound(network, region, result.lower, result.upper, f"{arch}/{kind}/{method}")
         results[method] = result
+    pure = ev.bounds(network, region, method="forward", backward_rows=0)  # no CROWN help at all
+    assert_sound(network, region, pure.lower, pure.upper, f"{arch}/{kind}/forward-only")
     # CROWN is intersected with interval propagation, LP starts from CROWN and only tightens
     for index in range(len(network.layers) + 1):
         crown, interval, lp = results["crown"], results["interval"], results["lp"]
-        assert bool((crown.lower[index] >= interval.lower[index] - 1e-12).all())
-        assert bool((crown.upper[index] <= interval.upper[index] + 1e-12).all())
+        for tighter in (crown, results["forward"], pure):
+            assert bool((tighter.lower[index] >= interval.lower[index] - 1e-12).all())
+            assert bool((tighter.upper[index] <= interval.upper[index] + 1e-12).all())
         assert bool((lp.lower[index] >= crown.lower[index]).all()), f"LP looser than CROWN at {index}"
         assert bool((lp.upper[index] <= crown.upper[index]).all()), f"LP looser than CROWN at {index}"
 

@@ -4,6 +4,8 @@ Methods (see :func:`bounds`):
 - ``interval``: interval arithmetic, layer by layer.
 - ``crown``: symbolic backward linear bounds (CROWN/DeepPoly), exact dual norm for L1.
 - ``lp``: per-neuron LP tightening on top of CROWN, as MIPVerify's progressive tightening.
+- ``forward``: forward symbolic bounds (cheap for low-dimensional inputs such as a
+  generator's latent code), with backward CROWN on small values such as the output.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from ..regions import Region
 from .interval import interval_bounds
 from .result import BoundsResult, Stability
 
-METHODS = ("interval", "crown", "lp")
+METHODS = ("interval", "crown", "lp", "forward")
 
 __all__ = ["bounds", "BoundsResult", "Stability", "METHODS"]
 
@@ -52,6 +54,10 @@ def bounds(network: Network, region: Region, method: str = "crown", device=None,
         from .crown import crown_bounds
 
         lowers, uppers = crown_bounds(network, region, **options)
+    elif method == "forward":
+        from .forward import forward_bounds
+
+        lowers, uppers = forward_bounds(network, region, **options)
     else:
         from .lp import lp_bounds
 
