@@ -1,4 +1,5 @@
-"""Command line: ``exactverify verify | distortion | demo`` with JSON output."""
+"""Command line: ``exactverify verify | distortion | demo | campaign | vnncomp | global-robustness |
+global-correctness`` with JSON output."""
 
 from __future__ import annotations
 
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .vnncomp.cli import add_vnncomp_parser
 
     add_vnncomp_parser(sub)
+    from .globalrob.cli import add_global_parsers
+
+    add_global_parsers(sub)
     return parser
 
 
@@ -101,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             from .vnncomp.cli import handle_vnncomp
 
             return handle_vnncomp(args)
+        if args.command in ("global-robustness", "global-correctness"):
+            from .globalrob.cli import handle_global
+
+            return handle_global(args)
         if args.command == "campaign":
             from .campaign.cli import handle_campaign
 

@@ -188,3 +188,20 @@ def test_latent_stream_is_reproducible() -> None:
     b = sample_latent(5, 3, latent_stream(9))
     assert torch.equal(a, b) and not torch.equal(a, sample_latent(5, 3, latent_stream(10)))
     assert np.isclose(float(sample_latent(20000, 1, latent_stream(0)).std()), 1.0, atol=0.03)
+
+
+def test_command_line_reports_and_resumes(tmp_path, capsys) -> None:
+    from exactverify.cli import main
+
+    store, out = tmp_path / "run.jsonl", tmp_path / "report.json"
+    argv = ["global-robustness", "--generator", "digits8:3", "--classifier", "digits8:small", "--label", "3",
+            "--eps", "0.05", "--samples", "200", "--batch-size", "100", "--store", str(store), "--json", str(out)]
+    assert main(argv) == 0
+    first = json.loads(out.read_text())
+    assert first["certified"] + first["violated"] + first["unknown"] == 200
+    assert first["interval"]["low"] <= first["certified"] / 200
+    assert main(argv) == 0  # everything is in the store: the rerun only reads it
+    assert json.loads(out.read_text())["certified"] == first["certified"]
+    assert main(["global-robustness", "--generator", "digits8:3", "--classifier", "digits8:tiny", "--label", "3",
+                 "--eps", "0.05"]) == 2
+    assert "capacity" in capsys.readouterr().err
