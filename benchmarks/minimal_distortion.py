@@ -65,9 +65,10 @@ def run_query(job: dict) -> dict:
 def plan(args, images: np.ndarray, labels: np.ndarray, indices: list[int]) -> list[dict]:
     jobs = []
     subset = set(indices[: args.compare_images])
-    configs = [MAIN, FAST]
-    configs += [("bisection", "scip", "lp"), ("direct", "ortools", "lp"),
-                ("direct", "scip", "crown"), ("direct", "scip", "interval")]
+    configs = {"main": [MAIN], "fast": [FAST]}.get(args.configs, [MAIN, FAST])
+    if args.configs == "all":
+        configs += [("bisection", "scip", "lp"), ("direct", "ortools", "lp"),
+                    ("direct", "scip", "crown"), ("direct", "scip", "interval")]
     for config in configs:
         method, backend, bounds_method = config
         for i in indices if config in (MAIN, FAST) else [i for i in indices if i in subset]:
@@ -111,6 +112,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tol", type=float, default=1e-3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--name", default="minimal_distortion")
+    parser.add_argument("--configs", choices=("all", "main", "fast"), default="all",
+                        help="main/fast: only that configuration, no comparison configurations")
     args = parser.parse_args(argv)
 
     from exactverify import zoo
