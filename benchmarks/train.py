@@ -13,7 +13,6 @@ weight values (the .pt file's bytes differ between runs; the weights do not).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import platform
 import sys
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 from exactverify import zoo
+from exactverify.zoo import weights_digest  # noqa: F401  (re-exported for train_madry.py)
 
 # Hyper-parameters per network: chosen once, kept fixed so that retraining reproduces.
 CONFIGS = {
@@ -32,15 +32,6 @@ CONFIGS = {
     "mnist": {"epochs": 40, "batch_size": 128, "lr": 2e-3, "weight_decay": 1e-4},
 }
 DEFAULT_SEED = 0
-
-
-def weights_digest(state: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over parameter names and float32 values, in state_dict order."""
-    digest = hashlib.sha256()
-    for key, tensor in state.items():
-        digest.update(key.encode())
-        digest.update(tensor.detach().cpu().to(torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:

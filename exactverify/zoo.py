@@ -15,6 +15,7 @@ recording architecture, seed, accuracy and torch version.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -40,6 +41,16 @@ DIGITS_SPLIT_SEED = 0
 #: beside the repository, unless the environment variable ``EXACTVERIFY_MNIST`` names a file.
 MNIST_ENV = "EXACTVERIFY_MNIST"
 DEFAULT_MNIST_PATH = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist" / "mnist.npz"
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over parameter names and float32 values, in state_dict order: identifies trained
+    weights in the JSON sidecars (the .pt file's bytes differ between runs; the weights do not)."""
+    digest = hashlib.sha256()
+    for key, tensor in state.items():
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().to(torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def mlp(widths: tuple[int, ...]) -> nn.Sequential:

@@ -13,7 +13,6 @@ model that is saved, and on which quality is measured, is the exact Hardtanh one
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInputError
+from ..zoo import weights_digest  # noqa: F401  (re-exported: the sidecars' SHA-256)
 from .augment import random_affine
 from .models import classifier_mlp, generator_mlp
 
@@ -72,15 +72,6 @@ class ClassifierConfig:
 
 def _print(message: str) -> None:
     print(message, flush=True)
-
-
-def weights_digest(state: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over parameter names and float32 values, in state_dict order (as benchmarks/train.py)."""
-    digest = hashlib.sha256()
-    for key, tensor in state.items():
-        digest.update(key.encode())
-        digest.update(tensor.detach().cpu().to(torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def discriminator_mlp(in_dim: int, widths=(512, 256), dropout: float = 0.3, slope: float = 0.2) -> nn.Sequential:

@@ -258,6 +258,50 @@ def _sync(device) -> None:
 # ------------------------------------------------------------------------------ algorithms
 
 
+@dataclass
+class _Run:
+    """State shared by both searches: models on the device, the starts and their progress."""
+
+    g: nn.Module
+    c: nn.Module
+    stream: torch.Generator
+    device: object
+    t0: float
+    z0: torch.Tensor
+    drawn: int
+    z: torch.Tensor
+    done: torch.Tensor
+    used: torch.Tensor
+
+    @property
+    def n(self) -> int:
+        return int(self.z0.shape[0])
+
+    def finish(self, generator, classifier, label, target, eps, starts, queries, method,
+               params) -> "RealisticSearchResult":
+        """Re-check the found pairs in float64 and package the result."""
+        _sync(self.device)
+        found = self.done.nonzero().flatten()
+        pairs = _recheck(generator, classifier, self.z0[found], self.z[found], self.used[found.cpu()], label,
+                         target, eps)
+        return RealisticSearchResult(
+            method=method, label=label, target=target, starts_requested=starts, latents_drawn=self.drawn,
+            starts=self.n, found=int(found.numel()), pairs=pairs, seconds=time.perf_counter() - self.t0,
+            queries=queries, device=str(self.device), params=params)
+
+
+def _begin(generator, classifier, label, dim, starts, min_confidence, seed, device, dtype, batch_size) -> _Run:
+    """Move the models, draw the starts (clock started) and set up the progress tensors."""
+    g, c = prepared(generator, device, dtype), prepared(classifier, device, dtype)
+    stream = latent_stream(seed)
+    _sync(device)
+    t0 = time.perf_counter()
+    z0, drawn = _draw_starts(g, c, label, dim, starts, min_confidence, stream, device, dtype, batch_size)
+    n = z0.shape[0]
+    return _Run(g, c, stream, device, t0, z0, drawn, z0.clone(), torch.zeros(n, dtype=torch.bool, device=device),
+                torch.zeros(n, dtype=torch.long))
+
+
 def black_box_search(generator: nn.Module, classifier: nn.Module, label: int, starts: int, *,
                      target: int | None = None, rounds: int = DEFAULT_ROUNDS, candidates: int = DEFAULT_CANDIDATES,
                      sigma: float = DEFAULT_SIGMA, eps: float | None = None, clip: float | None = None,
@@ -276,16 +320,9 @@ def black_box_search(generator: nn.Module, classifier: nn.Module, label: int, st
     sigma = _positive("sigma", sigma)
     eps = _positive("eps", eps, allow_none=True)
     clip = _positive("clip", clip, allow_none=True)
-    g, c = prepared(generator, device, dtype), prepared(classifier, device, dtype)
-    stream = latent_stream(seed)
-    _sync(device)
-    t0 = time.perf_counter()
-    z0, drawn = _draw_starts(g, c, label, dim, starts, min_confidence, stream, device, dtype, batch_size)
-    queries = drawn
-    n = z0.shape[0]
-    z = z0.clone()
-    done = torch.zeros(n, dtype=torch.bool, device=device)
-    used = torch.zeros(n, dtype=torch.long)
+    run = _begin(generator, classifier, label, dim, starts, min_confidence, seed, device, dtype, batch_size)
+    g, c, stream, z0, z, done, used, n = run.g, run.c, run.stream, run.z0, run.z, run.done, run.used, run.n
+    queries = run.drawn
     with torch.no_grad():
         score = _objective(_logits(g, c, z, batch_size), label, target) if n else torch.empty(0, device=device)
         for _ in range(rounds):
@@ -305,15 +342,10 @@ def black_box_search(generator: nn.Module, classifier: nn.Module, label: int, st
             score[rows] = best[better]
             used[active.cpu()] += 1
             done |= score > 0
-    _sync(device)
-    found = done.nonzero().flatten()
-    pairs = _recheck(generator, classifier, z0[found], z[found], used[found.cpu()], label, target, eps)
-    seconds = time.perf_counter() - t0
-    return RealisticSearchResult(
-        method="black-box local search (Algorithm 1)", label=label, target=target, starts_requested=starts,
-        latents_drawn=drawn, starts=n, found=int(found.numel()), pairs=pairs, seconds=seconds, queries=queries,
-        device=str(device), params={"rounds": rounds, "candidates": candidates, "sigma": sigma, "eps": eps,
-                                    "clip": clip, "min_confidence": min_confidence, "seed": seed})
+    params = {"rounds": rounds, "candidates": candidates, "sigma": sigma, "eps": eps, "clip": clip,
+              "min_confidence": min_confidence, "seed": seed}
+    return run.finish(generator, classifier, label, target, eps, starts, queries,
+                      "black-box local search (Algorithm 1)", params)
 
 
 def white_box_search(generator: nn.Module, classifier: nn.Module, label: int, starts: int, *,
@@ -335,16 +367,9 @@ def white_box_search(generator: nn.Module, classifier: nn.Module, label: int, st
     clip = _positive("clip", clip, allow_none=True)
     if loss not in ("ce", "margin"):
         raise InvalidInputError(f"loss must be 'ce' or 'margin', got {loss!r}")
-    g, c = prepared(generator, device, dtype), prepared(classifier, device, dtype)
-    stream = latent_stream(seed)
-    _sync(device)
-    t0 = time.perf_counter()
-    z0, drawn = _draw_starts(g, c, label, dim, starts, min_confidence, stream, device, dtype, batch_size)
-    queries = drawn
-    n = z0.shape[0]
-    z = z0.clone()
-    done = torch.zeros(n, dtype=torch.bool, device=device)
-    used = torch.zeros(n, dtype=torch.long)
+    run = _begin(generator, classifier, label, dim, starts, min_confidence, seed, device, dtype, batch_size)
+    g, c, z0, z, done, used = run.g, run.c, run.z0, run.z, run.done, run.used
+    queries = run.drawn
     cls = label if target is None else target
     sign = 1.0 if target is None else -1.0
     for _ in range(steps):
@@ -368,15 +393,10 @@ def white_box_search(generator: nn.Module, classifier: nn.Module, label: int, st
         with torch.no_grad():
             done[active] = _objective(_logits(g, c, z[active], batch_size), label, target) > 0
         queries += active.numel()
-    _sync(device)
-    found = done.nonzero().flatten()
-    pairs = _recheck(generator, classifier, z0[found], z[found], used[found.cpu()], label, target, eps)
-    seconds = time.perf_counter() - t0
-    return RealisticSearchResult(
-        method="white-box gradient attack (Algorithm 2)", label=label, target=target, starts_requested=starts,
-        latents_drawn=drawn, starts=n, found=int(found.numel()), pairs=pairs, seconds=seconds, queries=queries,
-        device=str(device), params={"steps": steps, "step_size": step_size, "eps": eps, "clip": clip, "loss": loss,
-                                    "min_confidence": min_confidence, "seed": seed})
+    params = {"steps": steps, "step_size": step_size, "eps": eps, "clip": clip, "loss": loss,
+              "min_confidence": min_confidence, "seed": seed}
+    return run.finish(generator, classifier, label, target, eps, starts, queries,
+                      "white-box gradient attack (Algorithm 2)", params)
 
 
 def random_walk(generator: nn.Module, classifier: nn.Module, z0, steps: int, step_size: float,
