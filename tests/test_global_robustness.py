@@ -83,7 +83,7 @@ def test_every_stage_keeps_the_verdicts_exact() -> None:
     gen, cls, label = tiny_pair(2)
     network = compose(gen, cls)
     latents = sample_latent(30, 3, latent_stream(5), dtype=torch.float64)
-    variants = [CascadeOptions(), CascadeOptions(bounds_method="interval", attack_steps=0),
+    variants = [CascadeOptions(), CascadeOptions(bounds_method="interval", attack_steps=0, split_batch=1),
                 CascadeOptions(split_boxes=0), CascadeOptions(bounds_method="crown", split_boxes=0, attack_steps=0)]
     results = [[o.status for o in Cascade(network, label, 0.15, v).run(latents)[0]] for v in variants]
     assert all(r == results[0] for r in results[1:])

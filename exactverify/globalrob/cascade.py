@@ -248,7 +248,7 @@ class Cascade:
         gave_up = torch.zeros(len(open_), dtype=torch.bool)
         done = torch.zeros(len(open_), dtype=torch.bool)  # violated
         while low.shape[0]:
-            take = slice(max(low.shape[0] - self.options.split_batch // 2, 0), low.shape[0])
+            take = slice(max(low.shape[0] - max(self.options.split_batch // 2, 1), 0), low.shape[0])
             p_low, p_high, p_owner = low[take], high[take], owner[take]
             low, high, owner = low[: take.start], high[: take.start], owner[: take.start]
             dims = self._split_dims(p_low, p_high)
