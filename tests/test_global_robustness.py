@@ -224,3 +224,13 @@ def test_cascade_agrees_with_the_exact_milp_on_the_committed_digits8_models() ->
         assert outcome.status == expected[oracle.status], (outcome, oracle.reason)
         stages.add(outcome.stage)
     assert {"bounds", "split"} <= stages  # the cheap stages are exercised, not only the MILP
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_gives_the_cpu_verdicts() -> None:
+    gen, cls, label = tiny_pair(2)
+    network = compose(gen, cls)
+    latents = sample_latent(40, 3, latent_stream(8), dtype=torch.float64)
+    cpu = [o.status for o in Cascade(network, label, 0.15, CascadeOptions()).run(latents)[0]]
+    gpu = [o.status for o in Cascade(network, label, 0.15, CascadeOptions(device="cuda")).run(latents)[0]]
+    assert cpu == gpu and SampleStatus.UNKNOWN not in cpu
