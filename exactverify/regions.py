@@ -187,3 +187,15 @@ def ball(center, eps, norm: str = "linf", domain=None, shape=None) -> Region:
     if norm == "l1":
         return l1_ball(center, eps, domain, shape)
     raise InvalidInputError(f"norm must be 'linf' or 'l1', got {norm!r}")
+
+
+def bisect_boxes(low: torch.Tensor, high: torch.Tensor, dims: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Halve each flat box ``[low[k], high[k]]`` (B, n) along input ``dims[k]``; returns the 2B
+    children's bounds, first the lower halves of all boxes, then the upper halves (so the
+    child ``k`` and ``k + B`` together cover box ``k`` exactly)."""
+    rows = torch.arange(low.shape[0], device=low.device)
+    mid = (low[rows, dims] + high[rows, dims]) / 2
+    left_high, right_low = high.clone(), low.clone()
+    left_high[rows, dims] = mid
+    right_low[rows, dims] = mid
+    return torch.cat([low, right_low]), torch.cat([left_high, high])

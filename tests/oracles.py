@@ -349,3 +349,12 @@ def sampled_min_distortion(network: ir.Network, x, norm: str = "linf", *, margin
     d = np.abs(adv - x0).max(1) if norm == "linf" else np.abs(adv - x0).sum(1)
     i = int(np.argmin(d))
     return float(d[i]), adv[i]
+
+
+def identity_generator(dim: int = 2) -> torch.nn.Sequential:
+    """G(z) = z as a torch generator: its image law is exactly the latent law N(0, I)."""
+    g = torch.nn.Sequential(torch.nn.Linear(dim, dim))
+    with torch.no_grad():
+        g[0].weight.copy_(torch.eye(dim))
+        g[0].bias.zero_()
+    return g.eval()

@@ -8,20 +8,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from oracles import identity_generator
 from torch import nn
 
 from exactverify.errors import InvalidInputError, ShapeMismatchError
 from exactverify.globalrob.correctness import correctness_table, global_correctness
 from exactverify.globalrob.latent import latent_stream, sample_latent
-
-
-def identity_generator(dim: int = 2) -> nn.Sequential:
-    """G(z) = z: the image law is exactly N(0, I)."""
-    g = nn.Sequential(nn.Linear(dim, dim))
-    with torch.no_grad():
-        g[0].weight.copy_(torch.eye(dim))
-        g[0].bias.zero_()
-    return g.eval()
 
 
 def threshold_classifier(t: float, dim: int = 2) -> nn.Sequential:

@@ -7,19 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from oracles import identity_generator
 from torch import nn
 
 from exactverify.errors import InvalidInputError, ShapeMismatchError
 from exactverify.globalrob import pictures
 from exactverify.globalrob.realistic import _recheck, black_box_search, random_walk, white_box_search
-
-
-def identity_generator(dim: int = 2) -> nn.Sequential:
-    g = nn.Sequential(nn.Linear(dim, dim))
-    with torch.no_grad():
-        g[0].weight.copy_(torch.eye(dim))
-        g[0].bias.zero_()
-    return g.eval()
 
 
 def sign_classifier(scale: float = 2.0) -> nn.Sequential:

@@ -40,7 +40,7 @@ from ..ir import Network
 from ..queries import VerdictStatus, verify
 from ..queries.checks import BACKENDS, BOUND_METHODS, Query, check_eps, make_query
 from ..queries.stages import accept_point
-from ..regions import box, linf_ball
+from ..regions import bisect_boxes, box, linf_ball
 from ..specs import DEFAULT_MARGIN, other_class_wins
 from ..vnncomp.solve import refuted_disjuncts, spec_network
 
@@ -251,13 +251,7 @@ class Cascade:
             take = slice(max(low.shape[0] - max(self.options.split_batch // 2, 1), 0), low.shape[0])
             p_low, p_high, p_owner = low[take], high[take], owner[take]
             low, high, owner = low[: take.start], high[: take.start], owner[: take.start]
-            dims = self._split_dims(p_low, p_high)
-            rows = torch.arange(p_low.shape[0])
-            mid = (p_low[rows, dims] + p_high[rows, dims]) / 2
-            left_high, right_low = p_high.clone(), p_low.clone()
-            left_high[rows, dims] = mid
-            right_low[rows, dims] = mid
-            c_low, c_high = torch.cat([p_low, right_low]), torch.cat([left_high, p_high])
+            c_low, c_high = bisect_boxes(p_low, p_high, self._split_dims(p_low, p_high))
             c_owner = torch.cat([p_owner, p_owner])
             used.index_add_(0, c_owner, torch.ones_like(c_owner))
             keep = ~self._refuted(c_low, c_high)

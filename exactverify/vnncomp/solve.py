@@ -33,7 +33,7 @@ import torch
 from ..bounds import BoundsResult, bounds
 from ..errors import InvalidInputError, ShapeMismatchError
 from ..ir import Dense, Flatten, Network, ReLU, Reshape
-from ..regions import box
+from ..regions import bisect_boxes, box
 from ..specs import Conjunction, OutputSpec
 from .vnnlib import SubProblem, VnnlibProperty, read_vnnlib
 from .witness import ONNX_SAT_TOLERANCE, Witness, check_witness
@@ -283,12 +283,7 @@ class _Search:
                 self.log("bab", start, "timeout", boxes=boxes, proved=proved, open=sum(len(s[0]) for s in stack))
                 return "timeout"
             low, high, dims, depth = self._take(stack, BATCH_BOXES // 2)
-            rows = torch.arange(low.shape[0])
-            mid = (low[rows, dims] + high[rows, dims]) / 2
-            left_high, right_low = high.clone(), low.clone()
-            left_high[rows, dims] = mid
-            right_low[rows, dims] = mid
-            c_low, c_high = torch.cat([low, right_low]), torch.cat([left_high, high])
+            c_low, c_high = bisect_boxes(low, high, dims)
             c_depth = torch.cat([depth, depth]) + 1
             result, refuted = self.crown(c_low, c_high)
             boxes += c_low.shape[0]
