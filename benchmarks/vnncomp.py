@@ -60,9 +60,18 @@ def run(args: argparse.Namespace) -> list[dict]:
     for name in args.benchmark:
         listed = read_instances(DATA / BENCHMARKS[name], timeout_scale=args.timeout_scale,
                                 max_timeout=args.max_timeout, benchmark=name)
+        if args.networks:
+            listed = [q for q in listed if any(part in Path(q["onnx"]).name for part in args.networks)]
         queries += spread(listed, args.limit)
-    records = run_campaign(queries, "exactverify.vnncomp.instances:instance", args.store,
-                           workers=args.workers, progress=not args.quiet)
+    if args.finished_only:  # summarise what a stopped run finished, run nothing
+        from exactverify.campaign.store import load_results
+        from exactverify.campaign.runner import query_id
+
+        wanted = {query_id(q) for q in queries}
+        records = [r for r in load_results(args.store) if r.get("id") in wanted]
+    else:
+        records = run_campaign(queries, "exactverify.vnncomp.instances:instance", args.store,
+                               workers=args.workers, progress=not args.quiet)
     truth = ground_truth(DATA / "ground_truth.csv")
     rows = []
     for record in records:
@@ -83,6 +92,8 @@ def summarise(rows: list[dict], args: argparse.Namespace) -> str:
     lines = ["# VNN-COMP 2021 instances", "",
              f"Timeouts x{args.timeout_scale}, capped at {args.max_timeout} s; "
              f"{'evenly spread subset of ' + str(args.limit) + ' per benchmark' if args.limit else 'every instance'}.",
+             *([f"Networks matching {args.networks} only."] if args.networks else []),
+             *(["Finished instances of a stopped run only (--finished-only)."] if args.finished_only else []),
              "Reference: top-4 consensus of ground_truth.csv (holds = unsat, violated = sat).", ""]
     table = []
     for name in args.benchmark:
@@ -116,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmark", nargs="+", choices=sorted(BENCHMARKS), default=sorted(BENCHMARKS))
     parser.add_argument("--limit", type=int, default=None, help="instances per benchmark, evenly spread")
+    parser.add_argument("--networks", nargs="+", default=None,
+                        help="only instances whose ONNX file name contains one of these (e.g. 256x2)")
     parser.add_argument("--timeout-scale", type=float, default=1.0)
     parser.add_argument("--max-timeout", type=float, default=None, help="cap on every instance's timeout (s)")
     parser.add_argument("--workers", type=int, default=1)
@@ -123,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="vnncomp", help="results file stem")
     parser.add_argument("--results-dir", default=None, help="where NAME.{csv,json,md} go (default results/)")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--finished-only", action="store_true",
+                        help="only summarise the instances the store already finished (a stopped run)")
     args = parser.parse_args(argv)
     if not DATA.is_dir():
         print(f"VNN-COMP data not found at {DATA}", file=sys.stderr)
@@ -131,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(rows, args)
     write_results(args.name, rows, summary, Path(args.results_dir) if args.results_dir else None,
                   extra={"published": PUBLISHED, "timeout_scale": args.timeout_scale, "max_timeout": args.max_timeout,
-                         "limit": args.limit})
+                         "limit": args.limit, "networks": args.networks, "finished_only": args.finished_only})
     print(summary)
     return 1 if any(r["wrong"] for r in rows) else 0
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ExactVerifyError
+from .queries.checks import BOUND_METHODS
 
 BUILTIN_MODELS = ("digits", "mnist")
 
@@ -49,7 +50,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", type=int, default=None, help="true label (default: the network's argmax)")
     parser.add_argument("--domain", type=float, nargs=2, metavar=("LOW", "HIGH"), help="input domain box")
     parser.add_argument("--backend", choices=("scip", "ortools", "z3"), default="scip")
-    parser.add_argument("--bounds", choices=("interval", "crown", "lp", "forward"), default="crown")
+    parser.add_argument("--bounds", choices=BOUND_METHODS, default="crown")
     parser.add_argument("--time-limit", type=float, default=None, help="seconds for the whole query")
     parser.add_argument("--json", dest="json_out", help="write the result as JSON to this file ('-' = stdout)")
 

@@ -1,4 +1,4 @@
-"""Soundness and tightness of the bound methods (interval, CROWN, LP).
+"""Soundness and tightness of the bound methods (interval, CROWN, LP, forward, alpha-CROWN).
 
 The oracle everywhere is the float64 reference forward pass of the IR: every bound must
 contain the value of every sampled input point, layer by layer. Exactness checks use
@@ -28,7 +28,7 @@ from exactverify.errors import InvalidInputError
 SAMPLE_TOL = 1e-9
 SAMPLES = 1500
 BATCH = 3
-METHODS = ("interval", "crown", "lp", "forward")
+METHODS = ("interval", "crown", "lp", "forward", "alpha")
 #: LPs per value and region in the soundness sweep (each LP costs ~10 ms of scipy overhead).
 LP_NEURONS = 4
 
@@ -144,7 +144,7 @@ def test_every_method_is_sound(arch: str, kind: str) -> None:
     # CROWN is intersected with interval propagation, LP starts from CROWN and only tightens
     for index in range(len(network.layers) + 1):
         crown, interval, lp = results["crown"], results["interval"], results["lp"]
-        for tighter in (crown, results["forward"], pure):
+        for tighter in (crown, results["forward"], pure, results["alpha"]):
             assert bool((tighter.lower[index] >= interval.lower[index] - 1e-12).all())
             assert bool((tighter.upper[index] <= interval.upper[index] + 1e-12).all())
         assert bool((lp.lower[index] >= crown.lower[index]).all()), f"LP looser than CROWN at {index}"

@@ -167,6 +167,19 @@ def test_milp_fallback_decides_without_splitting(onnx_path, monkeypatch):
     assert any(s["stage"] == "milp" and s["outcome"] == "proved" for s in result.stages)
 
 
+def test_relu_splitting_decides_what_the_milp_leaves_open(onnx_path, monkeypatch):
+    # many-input route with a MILP that gives up at once: ReLU-phase branch and bound proves it
+    monkeypatch.setattr(solve_module, "MAX_SPLIT_INPUTS", 0)
+    monkeypatch.setattr(solve_module._Search, "milp", lambda self, *args, **kwargs: "open")
+    result = solve_instance(onnx_path, DATA / "split_unsat.vnnlib", timeout=30)
+    assert result.verdict == "unsat"
+    assert [s["outcome"] for s in result.stages if s["stage"] == "relu-split"] == ["proved"]
+    # and never on a property with a counterexample (no attack, so nothing else can answer)
+    monkeypatch.setattr(solve_module._Search, "attack", lambda self: None)
+    result = solve_instance(onnx_path, DATA / "disjunctive_sat.vnnlib", timeout=3)
+    assert result.verdict == "timeout"
+
+
 def test_milp_candidate_is_rechecked(onnx_path, monkeypatch):
     # no attack: the MILP must find the point, and it is still re-checked on the ONNX file
     monkeypatch.setattr(solve_module._Search, "attack", lambda self: None)
@@ -239,3 +252,19 @@ def test_reads_every_competition_property():
         else:
             assert (prop.num_inputs, prop.num_outputs) == (5, 5)
     assert len(read_vnnlib(SHARED / "acasxu" / "prop_6.vnnlib").subproblems) == 2
+
+
+def test_narrow_inputs_are_not_bisected_again():
+    """The influence score may keep picking an input that is already thin; the guard hands
+    the split to the relatively widest input instead (and never to a fixed input)."""
+    from types import SimpleNamespace
+
+    search = SimpleNamespace(guard=True, lower=torch.tensor([0.0, -1.0, 2.0], dtype=torch.float64),
+                             upper=torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64))
+    low = torch.tensor([[0.0, -1.0, 2.0], [0.0, -1.0, 2.0]], dtype=torch.float64)
+    high = torch.tensor([[0.01, 1.0, 2.0], [0.5, 0.0, 2.0]], dtype=torch.float64)
+    picked = torch.tensor([0, 0])
+    guarded = solve_module._Search.guard_narrow(search, picked, low, high)
+    # box 0: input 0 has 1 % of its width, input 1 all of it -> input 1; box 1: 50 % vs 50 % -> kept
+    assert guarded.tolist() == [1, 0]
+    assert 2 not in solve_module._Search.guard_narrow(search, torch.tensor([2, 2]), low, high).tolist()

@@ -4,6 +4,8 @@ Methods (see :func:`bounds`):
 - ``interval``: interval arithmetic, layer by layer.
 - ``crown``: symbolic backward linear bounds (CROWN/DeepPoly), exact dual norm for L1.
 - ``lp``: per-neuron LP tightening on top of CROWN, as MIPVerify's progressive tightening.
+- ``alpha``: CROWN with optimised ReLU lower slopes (alpha-CROWN) for the unstable
+  neurons of every layer and for the output; as tight as LP tightening on MNIST MLPs, faster.
 - ``forward``: forward symbolic bounds (cheap for low-dimensional inputs such as a
   generator's latent code), with backward CROWN on small values such as the output.
 """
@@ -20,7 +22,7 @@ from ..regions import Region
 from .interval import interval_bounds
 from .result import BoundsResult, Stability
 
-METHODS = ("interval", "crown", "lp", "forward")
+METHODS = ("interval", "crown", "lp", "forward", "alpha")
 
 __all__ = ["bounds", "BoundsResult", "Stability", "METHODS"]
 
@@ -54,6 +56,10 @@ def bounds(network: Network, region: Region, method: str = "crown", device=None,
         from .crown import crown_bounds
 
         lowers, uppers = crown_bounds(network, region, **options)
+    elif method == "alpha":
+        from .alpha import alpha_bounds
+
+        lowers, uppers = alpha_bounds(network, region, **options)
     elif method == "forward":
         from .forward import forward_bounds
 

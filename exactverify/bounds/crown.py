@@ -256,14 +256,36 @@ def _crown_value(network: Network, target: int, region: Region, context: _Contex
     return torch.cat(lows, dim=1).reshape(shape), torch.cat(ups, dim=1).reshape(shape)
 
 
-def crown_bounds(network: Network, region: Region, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> tuple[
+def apply_splits(low: torch.Tensor, up: torch.Tensor, split: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Restrict bounds to a ReLU split: +1 neurons are >= 0 on the sub-domain, -1 neurons <= 0."""
+    low = torch.where(split > 0, low.clamp_min(0.0), low)
+    up = torch.where(split < 0, up.clamp_max(0.0), up)
+    return low, up
+
+
+def crown_bounds(network: Network, region: Region, *, max_elements: int = DEFAULT_MAX_ELEMENTS,
+                 splits: dict[int, torch.Tensor] | None = None,
+                 known: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None) -> tuple[
         list[torch.Tensor], list[torch.Tensor]]:
     """CROWN bounds on the value entering every layer and on the output (see module doc).
 
     ``max_elements`` caps the size of one back-substitution tensor (memory knob).
+    ``splits`` (branch and bound on ReLUs) maps a value index to a tensor of that value's
+    batched shape holding +1 (neuron >= 0), -1 (neuron <= 0) or 0 (free): the bounds are
+    those of the sub-domain of the region where the split neurons have these signs. Where
+    a split contradicts the region, its bounds come back crossed (``lower > upper``): the
+    sub-domain is empty (see :func:`empty_subdomains`).
+    ``known`` holds bounds already proved for every value on a region that contains each
+    of these (e.g. a parent's alpha-CROWN bounds); they are intersected in layer by layer,
+    so every later relaxation uses the tighter of the two.
     """
     if not isinstance(max_elements, int) or max_elements < 1:
         raise InvalidInputError(f"max_elements must be a positive int, got {max_elements!r}")
+    splits = splits or {}
+    for index, split in splits.items():
+        if not 1 <= index <= len(network.layers) or tuple(split.shape) != (region.batch_size, *network.shapes[index]):
+            raise InvalidInputError(f"splits[{index}] must be a value index with shape "
+                                    f"(batch, *value shape); got shape {tuple(split.shape)}")
     lowers, uppers = [region.lower], [region.upper]
     context = _Context(network, lowers, uppers, region.lower)
     count = len(network.layers)
@@ -275,6 +297,16 @@ def crown_bounds(network: Network, region: Region, *, max_elements: int = DEFAUL
             c_low, c_up = _crown_value(network, target, region, context, max_elements)
             low, up = torch.maximum(low, c_low), torch.minimum(up, c_up)
             low, up = _ordered(low, up)
+        if known is not None:
+            low, up = torch.maximum(low, known[0][target]), torch.minimum(up, known[1][target])
+        if target in splits:
+            low, up = apply_splits(low, up, splits[target])
         lowers.append(low)
         uppers.append(up)
     return lowers, uppers
+
+
+def empty_subdomains(lowers, uppers) -> torch.Tensor:
+    """(B,) bool: regions whose bounds crossed somewhere, i.e. split sub-domains with no point."""
+    crossed = [(low > up).reshape(low.shape[0], -1).any(1) for low, up in zip(lowers, uppers, strict=True)]
+    return torch.stack(crossed, 1).any(1)
