@@ -132,13 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout-scale", type=float, default=1.0)
     parser.add_argument("--max-timeout", type=float, default=None, help="cap on every instance's timeout (s)")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--store", default=str(RESULTS_DIR / "vnncomp.jsonl"))
+    parser.add_argument("--store", default=None, help="campaign store (default results/NAME.jsonl)")
     parser.add_argument("--name", default="vnncomp", help="results file stem")
     parser.add_argument("--results-dir", default=None, help="where NAME.{csv,json,md} go (default results/)")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--finished-only", action="store_true",
                         help="only summarise the instances the store already finished (a stopped run)")
     args = parser.parse_args(argv)
+    if args.store is None:
+        args.store = str(RESULTS_DIR / f"{args.name}.jsonl")
     if not DATA.is_dir():
         print(f"VNN-COMP data not found at {DATA}", file=sys.stderr)
         return 2
