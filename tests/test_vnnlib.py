@@ -189,6 +189,20 @@ def test_milp_candidate_is_rechecked(onnx_path, monkeypatch):
     _check_witness(result, read_vnnlib(DATA / "disjunctive_sat.vnnlib"))
 
 
+def test_undecided_deep_boxes_are_never_dropped(onnx_path, monkeypatch):
+    # a property with counterexamples, every way of finding them switched off, and a MILP
+    # that always runs out of time: the boxes holding the counterexamples can never be
+    # closed, so the only right answer is "timeout" (a dropped box would give "unsat")
+    monkeypatch.setattr(solve_module, "MAX_SPLIT_DEPTH", 3)
+    monkeypatch.setattr(solve_module, "INFLUENCE_PHASE_SECONDS", 0.3)
+    monkeypatch.setattr(solve_module._Search, "attack", lambda self: None)
+    monkeypatch.setattr(solve_module._Search, "try_points", lambda self, *args, **kwargs: None)
+    calls = []
+    monkeypatch.setattr(solve_module._Search, "milp", lambda self, *args, **kwargs: calls.append(1) or "open")
+    result = solve_instance(onnx_path, DATA / "box_sat.vnnlib", timeout=2)
+    assert calls and result.verdict == "timeout"
+
+
 def test_timeout_is_never_unsat(onnx_path, monkeypatch):
     monkeypatch.setattr(solve_module, "BATCH_BOXES", 2)
     result = solve_instance(onnx_path, DATA / "split_unsat.vnnlib", timeout=0.05)

@@ -392,13 +392,15 @@ class _Search:
                 self.try_points(self.pgd((c_low + c_high)[keep] / 2, c_low[keep], c_high[keep], BAB_ATTACK_STEPS),
                                 "PGD on open boxes")
             deep = c_depth[keep] >= MAX_SPLIT_DEPTH
+            requeue = []  # deep boxes the MILP did not decide in time: never dropped, split later
             for index in keep[deep].tolist():
-                if self.left() <= 0:
-                    break
-                status = self.milp(c_low[index], c_high[index], result, index, refuted[index])
-                unknown |= status != "proved"
+                status = self.milp(c_low[index], c_high[index], result, index, refuted[index]) \
+                    if self.left() > 0 else "open"
+                unknown |= status == "unknown"
                 proved += status == "proved"
-            shallow = keep[~deep]
+                if status == "open":
+                    requeue.append(index)
+            shallow = torch.cat([keep[~deep], torch.as_tensor(requeue, dtype=keep.dtype)])
             if len(shallow):
                 sub = BoundsResult(self.extended, "crown", tuple(t[shallow] for t in result.lower),
                                    tuple(t[shallow] for t in result.upper))
