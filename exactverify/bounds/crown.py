@@ -297,8 +297,8 @@ def crown_bounds(network: Network, region: Region, *, max_elements: int = DEFAUL
             c_low, c_up = _crown_value(network, target, region, context, max_elements)
             low, up = torch.maximum(low, c_low), torch.minimum(up, c_up)
             low, up = _ordered(low, up)
-        if known is not None:
-            low, up = torch.maximum(low, known[0][target]), torch.minimum(up, known[1][target])
+        if known is not None:  # two sound enclosures: only rounding can make them cross
+            low, up = _ordered(torch.maximum(low, known[0][target]), torch.minimum(up, known[1][target]))
         if target in splits:
             low, up = apply_splits(low, up, splits[target])
         lowers.append(low)
