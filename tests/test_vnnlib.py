@@ -282,3 +282,21 @@ def test_narrow_inputs_are_not_bisected_again():
     # box 0: input 0 has 1 % of its width, input 1 all of it -> input 1; box 1: 50 % vs 50 % -> kept
     assert guarded.tolist() == [1, 0]
     assert 2 not in solve_module._Search.guard_narrow(search, torch.tensor([2, 2]), low, high).tolist()
+
+
+def test_strict_violation_milp_never_proves(onnx_path):
+    """``SAT_SEARCH_MARGIN`` only searches for counterexamples: an infeasible MILP with a
+    margin says "open", while the same MILP without a margin proves an unsat box."""
+    from exactverify.loaders import load
+
+    net = load(onnx_path)
+    for name, margin, expected in (("box_unsat.vnnlib", 0.0, "proved"),
+                                   ("box_unsat.vnnlib", solve_module.SAT_SEARCH_MARGIN, "open")):
+        sub = read_vnnlib(DATA / name).subproblems[0]
+        search = solve_module._Search(onnx_path, net, sub, solve_module._Clock(30), 0, "scip",
+                                      torch.Generator().manual_seed(0))
+        low, high = search.lower[None], search.upper[None]
+        result, refuted = search.crown(low, high, method="interval")
+        live = torch.zeros_like(refuted[0])  # hand every disjunct to the MILP
+        assert search.milp(low[0], high[0], result, 0, live, margin=margin) == expected
+    assert solve_module.SAT_SEARCH_MARGIN > 0
