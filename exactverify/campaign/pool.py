@@ -8,11 +8,14 @@ idle slot, waits on every pipe and process sentinel at once, and
   process, reports ``"killed"`` and starts a fresh one;
 - on a process that died by itself (segfault, OOM killer, external SIGKILL), runs the
   query again in a fresh process up to ``crash_retries`` times, then reports ``"crashed"``.
-Only the parent sees results, so only the parent writes the store.
+Only the parent sees results, so only the parent writes the store. ``kill -USR1 PID`` on the
+parent or on a worker prints every thread's Python stack to stderr (``DUMP_SIGNAL``), to see
+where a run that seems stuck is.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import json
 import os
@@ -37,6 +40,8 @@ SHUTDOWN_GRACE = 1.0
 TRACEBACK_LINES = 12
 #: Worker processes that may die before they ever get ready, before the campaign gives up.
 MAX_STARTUP_FAILURES = 3
+#: Signal that makes the parent or a worker print its Python stacks to stderr.
+DUMP_SIGNAL = getattr(signal, "SIGUSR1", None)
 
 
 class CampaignError(ExactVerifyError, RuntimeError):
@@ -106,6 +111,8 @@ def worker_main(conn, worker) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent()
     _single_thread()
+    if DUMP_SIGNAL is not None:
+        faulthandler.register(DUMP_SIGNAL, all_threads=True)
     try:
         function = resolve_worker(worker)
     except Exception as exc:

@@ -6,6 +6,7 @@ Resuming is running again: queries whose id is in the store are skipped, so a cr
 
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import multiprocessing
 import os
@@ -16,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import InvalidInputError
-from .pool import Outcome, Task, WorkerPool, resolve_worker, worker_module
+from .pool import DUMP_SIGNAL, Outcome, Task, WorkerPool, resolve_worker, worker_module
 from .store import ResultStore, dumps, normalise
 
 #: Statuses the campaign itself gives; a query with one of them is re-run only on ``retry_failed``.
@@ -108,11 +109,15 @@ class _StopFlag:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._previous[signum] = signal.signal(signum, self._handle)
+            if DUMP_SIGNAL is not None:
+                faulthandler.register(DUMP_SIGNAL, all_threads=True)
         return self
 
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        if self._previous and DUMP_SIGNAL is not None:
+            faulthandler.unregister(DUMP_SIGNAL)
 
 
 def run_campaign(queries: Sequence[dict], worker: Callable[[dict], dict] | str, store: str | os.PathLike, *,
