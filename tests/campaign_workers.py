@@ -51,6 +51,9 @@ def mixed(query: dict) -> dict:
     if kind == "verify":
         return real_verify(query)
     if kind == "sleep":
+        if "pidfile" in query:  # tells the test which process to signal
+            with open(query["pidfile"], "w") as handle:
+                handle.write(str(os.getpid()))
         time.sleep(query["sleep"])
         return {"status": "slept"}
     if kind == "raise":

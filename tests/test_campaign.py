@@ -171,6 +171,36 @@ def test_kill_workers_and_parent_then_resume(tmp_path, reference, parent_signal)
     assert load_results(store) == stored
 
 
+def test_stack_dump_signal_shows_where_parent_and_worker_are(tmp_path):
+    """``kill -USR1`` on a campaign's parent and on its busy worker prints both stacks and
+    stops neither (the worker's sleeping query is in its stack)."""
+    pidfile = tmp_path / "worker.pid"
+    queries = [{"id": "stuck", "kind": "sleep", "sleep": 60.0, "pidfile": str(pidfile)}]
+    (tmp_path / "queries.json").write_text(json.dumps(queries))
+    script = ("import json\nfrom exactverify.campaign import run_campaign\n"
+              f"run_campaign(json.load(open({str(tmp_path / 'queries.json')!r})), {WORKER!r}, "
+              f"{str(tmp_path / 'store.jsonl')!r}, workers=1, progress=False)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO), os.environ.get("PYTHONPATH", "")])}
+    parent = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), "the worker to start the query")
+        worker = int(pidfile.read_text())
+        os.kill(worker, signal.SIGUSR1)
+        time.sleep(0.5)
+        os.kill(parent.pid, signal.SIGUSR1)
+        time.sleep(0.5)
+        assert parent.poll() is None and alive(worker)  # a dump stops nothing
+        parent.send_signal(signal.SIGTERM)
+        _, stderr = parent.communicate(timeout=WAIT)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    assert "in mixed" in stderr and "campaign_workers.py" in stderr, stderr  # the worker's stack
+    assert "in run_campaign" in stderr and "runner.py" in stderr, stderr  # the parent's stack
+
+
 def test_torn_last_line_is_ignored_and_repaired(tmp_path):
     queries = [{"id": f"t{n}", "kind": "toy", "n": n} for n in (0, 3, 6, 9)]
     store = tmp_path / "store.jsonl"

@@ -21,6 +21,7 @@ import json
 import os
 import pickle
 import signal
+import sys
 import time
 import traceback
 from collections import deque
@@ -80,6 +81,21 @@ def worker_module(worker) -> str:
     return worker.split(":")[0] if isinstance(worker, str) else worker.__module__
 
 
+def enable_stack_dumps() -> bool:
+    """Make ``DUMP_SIGNAL`` print every thread's stack to the process's real stderr.
+
+    Returns False where that cannot be done (no such signal, or no stderr file descriptor).
+    """
+    stream = sys.__stderr__
+    if DUMP_SIGNAL is None or stream is None:
+        return False
+    try:
+        faulthandler.register(DUMP_SIGNAL, file=stream, all_threads=True)
+    except (AttributeError, ValueError, OSError, RuntimeError):  # io.UnsupportedOperation is an OSError
+        return False
+    return True
+
+
 def _die_with_parent() -> None:
     """Linux: get SIGKILL when the parent dies, so a crashed campaign leaves no orphans."""
     try:
@@ -111,8 +127,7 @@ def worker_main(conn, worker) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent()
     _single_thread()
-    if DUMP_SIGNAL is not None:
-        faulthandler.register(DUMP_SIGNAL, all_threads=True)
+    enable_stack_dumps()
     try:
         function = resolve_worker(worker)
     except Exception as exc:

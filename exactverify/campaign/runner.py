@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import InvalidInputError
-from .pool import DUMP_SIGNAL, Outcome, Task, WorkerPool, resolve_worker, worker_module
+from .pool import DUMP_SIGNAL, Outcome, Task, WorkerPool, enable_stack_dumps, resolve_worker, worker_module
 from .store import ResultStore, dumps, normalise
 
 #: Statuses the campaign itself gives; a query with one of them is re-run only on ``retry_failed``.
@@ -98,6 +98,7 @@ class _StopFlag:
     def __init__(self) -> None:
         self.signal: int | None = None
         self._previous: dict[int, object] = {}
+        self._dumps = False
 
     def __call__(self) -> bool:
         return self.signal is not None
@@ -109,14 +110,13 @@ class _StopFlag:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._previous[signum] = signal.signal(signum, self._handle)
-            if DUMP_SIGNAL is not None:
-                faulthandler.register(DUMP_SIGNAL, all_threads=True)
+            self._dumps = enable_stack_dumps()
         return self
 
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
-        if self._previous and DUMP_SIGNAL is not None:
+        if self._dumps:
             faulthandler.unregister(DUMP_SIGNAL)
 
 
