@@ -82,3 +82,37 @@ def test_alpha_method_tightens_every_layer_of_a_deep_relu_net() -> None:
     alpha_width = float((alpha.upper[-1] - alpha.lower[-1]).sum())
     assert alpha_width < 0.95 * crown_width
     assert sum(alpha.unstable_per_layer()) <= sum(crown.unstable_per_layer())
+
+
+@pytest.mark.parametrize("kind", ["box", "linf"])
+def test_bound_minimisers_lie_in_the_region_and_are_exact_on_a_linear_net(kind: str) -> None:
+    """``with_points``: every point is in its region; where the network is affine (every ReLU
+    stable on the region) the linear bound is the function itself, so it is attained there."""
+    rng = np.random.default_rng(5)
+    network = ARCHITECTURES["mlp_relu"](rng)
+    region = make_region(network, kind, rng)
+    lowers, uppers = crown_bounds(network, region)
+    bound, points = alpha_output_lower(network, region, lowers, uppers, iterations=5, with_points=True)
+    batch, outputs = bound.shape
+    assert points.shape == (batch, outputs, *network.input_shape)
+    for row in range(outputs):
+        assert bool(region.contains(points[:, row]).all())
+        values = network.forward(points[:, row]).reshape(batch, -1)[:, row]
+        assert bool((values >= bound[:, row] - SAMPLE_TOL).all())  # a lower bound holds at its minimiser
+    weights = rng.normal(size=(3, 4))
+    affine = ev.Network((4,), (ev.ir.Dense(weights, np.zeros(3)),), ((0.0,) * 4, (1.0,) * 4), "affine")
+    box_region = ev.box(torch.zeros(2, 4), torch.tensor([[1.0, 0.5, 1.0, 0.2], [0.3, 1.0, 1.0, 1.0]]), shape=(4,))
+    lowers, uppers = crown_bounds(affine, box_region)
+    bound, points = alpha_output_lower(affine, box_region, lowers, uppers, iterations=0, with_points=True)
+    for row in range(3):
+        values = affine.forward(points[:, row])[:, row]
+        assert torch.allclose(values, bound[:, row], atol=1e-9)
+
+
+def test_bound_minimisers_need_a_box_region() -> None:
+    rng = np.random.default_rng(5)
+    network = ARCHITECTURES["mlp_relu"](rng)
+    region = make_region(network, "l1", rng)
+    lowers, uppers = crown_bounds(network, region)
+    with pytest.raises(InvalidInputError, match="with_points"):
+        alpha_output_lower(network, region, lowers, uppers, with_points=True)

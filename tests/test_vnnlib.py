@@ -174,15 +174,34 @@ def test_relu_splitting_decides_what_the_milp_leaves_open(onnx_path, monkeypatch
     result = solve_instance(onnx_path, DATA / "split_unsat.vnnlib", timeout=30)
     assert result.verdict == "unsat"
     assert [s["outcome"] for s in result.stages if s["stage"] == "relu-split"] == ["proved"]
-    # and never on a property with a counterexample (no attack, so nothing else can answer)
+    # and never on a property with a counterexample (no attack and no candidate points, so
+    # nothing else can answer)
     monkeypatch.setattr(solve_module._Search, "attack", lambda self: None)
+    monkeypatch.setattr(solve_module._Search, "minimiser_attack", lambda self, *args: None)
+    monkeypatch.setattr(solve_module._Search, "polish_candidates", lambda self, *args: None)
     result = solve_instance(onnx_path, DATA / "disjunctive_sat.vnnlib", timeout=3)
     assert result.verdict == "timeout"
+
+
+@pytest.mark.parametrize("route", ["whole box", "relu split"])
+def test_bound_minimisers_find_counterexamples(onnx_path, monkeypatch, route):
+    # no random/PGD attack and no MILP: the inputs minimising the spec rows' linear bounds
+    # (of the whole box, or of ReLU sub-domains) are the only candidates, and they are re-checked
+    monkeypatch.setattr(solve_module._Search, "attack", lambda self: None)
+    monkeypatch.setattr(solve_module._Search, "milp", lambda self, *args, **kwargs: "open")
+    monkeypatch.setattr(solve_module, "MAX_SPLIT_INPUTS", 0)
+    if route == "relu split":
+        monkeypatch.setattr(solve_module._Search, "minimiser_attack", lambda self, *args: None)
+    result = solve_instance(onnx_path, DATA / "disjunctive_sat.vnnlib", timeout=30)
+    assert result.verdict == "sat" and "minimisers" in result.reason, result.reason
+    assert ("ReLU-split" in result.reason) == (route == "relu split")
+    _check_witness(result, read_vnnlib(DATA / "disjunctive_sat.vnnlib"))
 
 
 def test_milp_candidate_is_rechecked(onnx_path, monkeypatch):
     # no attack: the MILP must find the point, and it is still re-checked on the ONNX file
     monkeypatch.setattr(solve_module._Search, "attack", lambda self: None)
+    monkeypatch.setattr(solve_module._Search, "minimiser_attack", lambda self, *args: None)
     monkeypatch.setattr(solve_module, "MAX_SPLIT_INPUTS", 0)
     result = solve_instance(onnx_path, DATA / "disjunctive_sat.vnnlib", timeout=30)
     assert result.verdict == "sat" and "MILP" in result.reason

@@ -71,7 +71,7 @@ def _validate(network: Network, region: Region, lowers, uppers, iterations, step
 
 def alpha_output_lower(network: Network, region: Region, lowers, uppers, *,
                        iterations: int = DEFAULT_ITERATIONS, step_size: float = DEFAULT_STEP_SIZE,
-                       splits: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+                       splits: dict[int, torch.Tensor] | None = None, with_points: bool = False):
     """Lower bounds, shape (B, outputs), on every (flat) output of ``network`` over ``region``.
 
     ``lowers``/``uppers`` are sound bounds on every value (e.g. ``crown_bounds``); they fix
@@ -83,8 +83,14 @@ def alpha_output_lower(network: Network, region: Region, lowers, uppers, *,
     ``s z >= 0`` enters the bound with a multiplier ``beta >= 0`` (beta-CROWN): on the
     sub-domain ``f(x) >= f(x) - beta s z(x)``, so the minimum of the right side over the
     whole region is still a lower bound, and ``beta`` is optimised with the slopes.
+
+    ``with_points`` (box and L-infinity regions) also returns, shape (B, outputs, *input),
+    the input minimising each row's final linear bound: candidates for a counterexample
+    (the relaxation's optimum, a point of the region but not always of a sub-domain).
     """
     _validate(network, region, lowers, uppers, iterations, step_size)
+    if with_points and region.norm == "l1":
+        raise InvalidInputError("with_points needs a box or L-infinity region, got an L1 ball")
     count = len(network.layers)
     batch = region.batch_size
     like = region.lower
@@ -100,6 +106,8 @@ def alpha_output_lower(network: Network, region: Region, lowers, uppers, *,
     for index, split in (splits or {}).items():
         betas[index] = torch.zeros(batch, outputs, *network.shapes[index], dtype=like.dtype, device=like.device,
                                    requires_grad=True)
+
+    final: list[torch.Tensor] = []
 
     def evaluate() -> torch.Tensor:
         coef = torch.eye(outputs, dtype=like.dtype, device=like.device).reshape(1, outputs, *network.shapes[count])
@@ -118,6 +126,7 @@ def alpha_output_lower(network: Network, region: Region, lowers, uppers, *,
                 coef, bias = _backward_other(context.relaxation(index), coef, bias)
             if index in betas:  # coef is now on the value entering layer index
                 coef = coef - betas[index] * splits[index].unsqueeze(1).to(coef.dtype)
+        final[:] = [coef]
         return concretize(region, coef, bias)
 
     best = torch.full((batch, outputs), -torch.inf, dtype=like.dtype, device=like.device)
@@ -136,7 +145,14 @@ def alpha_output_lower(network: Network, region: Region, lowers, uppers, *,
                 alpha.clamp_(0.0, 1.0)
             for beta in betas.values():
                 beta.clamp_(min=0.0)
-    return best - ROUNDING_SLACK * (1 + best.abs())
+    bound = best - ROUNDING_SLACK * (1 + best.abs())
+    if not with_points:
+        return bound
+    coef = final[0].detach()
+    coef = coef.expand(batch, *coef.shape[1:]).reshape(batch, outputs, -1)  # batch 1 where nothing varies
+    low, up = region.lower.reshape(batch, 1, -1), region.upper.reshape(batch, 1, -1)
+    points = torch.where(coef > 0, low, torch.where(coef < 0, up, (low + up) / 2))
+    return bound, points.reshape(batch, outputs, *network.input_shape)
 
 
 def _rows_of(network: Network, target: int, neurons: torch.Tensor) -> Network:

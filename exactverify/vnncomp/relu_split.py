@@ -18,6 +18,7 @@ recovers that. Scores are summed over the rows of the live disjuncts.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,10 +116,16 @@ def _take(stack: list, count: int) -> dict:
 
 
 def relu_split_search(network: Network, owner: np.ndarray, disjuncts: int, lower: torch.Tensor,
-                      upper: torch.Tensor, deadline: float) -> SplitOutcome:
+                      upper: torch.Tensor, deadline: float,
+                      on_points: Callable[[torch.Tensor], None] | None = None) -> SplitOutcome:
     """Close every ReLU sub-domain of the box ``[lower, upper]`` (flat, float64) for the
     spec rows that end ``network`` (see :func:`~exactverify.vnncomp.solve.spec_network`),
-    or stop at ``deadline`` (a ``time.perf_counter()`` value)."""
+    or stop at ``deadline`` (a ``time.perf_counter()`` value).
+
+    ``on_points`` gets, for each batch of domains still open, the inputs (N, inputs) that
+    minimise their rows' linear bounds: counterexample candidates (deeper domains give
+    better ones); it may raise to end the search with one.
+    """
     start = time.perf_counter()
     values = [i for i, layer in enumerate(network.layers) if isinstance(layer, ReLU)]
     # batches of open domains, each a splits dict (+1 / -1 / 0 per neuron, leading batch dim)
@@ -143,9 +150,11 @@ def relu_split_search(network: Network, owner: np.ndarray, disjuncts: int, lower
         refuted = refuted_disjuncts(lowers[-1], owner, disjuncts)
         open_ = torch.nonzero(~(refuted.all(1) | empty)).reshape(-1)
         if len(open_):
-            tuned = alpha_output_lower(network, region[open_], [t[open_] for t in lowers],
-                                       [t[open_] for t in uppers], iterations=ITERATIONS,
-                                       splits={i: s[open_] for i, s in as_float.items()})
+            tuned, points = alpha_output_lower(network, region[open_], [t[open_] for t in lowers],
+                                               [t[open_] for t in uppers], iterations=ITERATIONS,
+                                               splits={i: s[open_] for i, s in as_float.items()}, with_points=True)
+            if on_points is not None:
+                on_points(points.reshape(-1, lower.numel()))
             row_lower = lowers[-1].clone()
             row_lower[open_] = torch.maximum(row_lower[open_], tuned)
             refuted = refuted_disjuncts(row_lower, owner, disjuncts)

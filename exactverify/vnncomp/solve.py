@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ..bounds import BoundsResult, bounds
+from ..bounds.alpha import alpha_output_lower
 from ..errors import InvalidInputError, ShapeMismatchError
 from ..ir import Dense, Flatten, Network, ReLU, Reshape
 from ..regions import bisect_boxes, box
@@ -71,8 +72,17 @@ BATCH_BOXES = 1024
 ATTACK_SAMPLES = 2000
 ATTACK_STARTS = 16
 ATTACK_STEPS = 50
+#: With several disjuncts (e.g. "some class beats the label"), PGD also runs on each one
+#: alone from its own best samples: the max over disjuncts hands PGD the gradient of
+#: whichever is ahead, which on MNIST-FC stalls between classes.
+ATTACK_STARTS_PER_DISJUNCT = 4
 #: Short PGD on open boxes during branch and bound.
 BAB_ATTACK_STEPS = 8
+#: PGD starts taken from the inputs that minimise the spec rows' linear bounds (the best by
+#: their slack on the network), after each bound stage and each batch of ReLU splitting.
+#: On MNIST-FC 256x4 prop_1_0.05 PGD from 2000 random points and 52 starts never got a
+#: slack above -0.98; from the root CROWN minimisers it found a counterexample at once.
+MINIMISER_STARTS = 4
 
 VERDICTS = ("sat", "unsat", "timeout", "unknown")
 
@@ -186,13 +196,24 @@ class _Search:
                 raise _Found(witness, stage)
             self.failed_checks += 1
 
-    def pgd(self, centers: torch.Tensor, low: torch.Tensor, high: torch.Tensor, steps: int) -> torch.Tensor:
+    def disjunct_slacks(self, outputs: torch.Tensor) -> torch.Tensor:
+        """(B, disjuncts): each disjunct's slack (>= 0 inside it)."""
+        flat = outputs.reshape(outputs.shape[0], -1)
+        return torch.stack([c.slack(flat) for c in self.spec.disjuncts], 1)
+
+    def pgd(self, centers: torch.Tensor, low: torch.Tensor, high: torch.Tensor, steps: int,
+            disjunct: torch.Tensor | None = None) -> torch.Tensor:
+        """PGD from ``centers`` in their boxes on the spec's slack, or on disjunct ``disjunct[i]`` alone."""
         from ..attacks import pgd
 
         shape = self.net.input_shape
         radius = (high - low).max(1).values.clamp_min(1e-12)
-        points, _ = pgd(self.net, centers.reshape(-1, *shape), radius,
-                        lambda y: self.spec.slack(y), norm="linf",
+        if disjunct is None:
+            score = self.spec.slack
+        else:
+            def score(y: torch.Tensor) -> torch.Tensor:
+                return self.disjunct_slacks(y).gather(1, disjunct[:, None])[:, 0]
+        points, _ = pgd(self.net, centers.reshape(-1, *shape), radius, score, norm="linf",
                         domain=(low.reshape(-1, *shape), high.reshape(-1, *shape)),
                         steps=steps, restarts=1, generator=self.generator)
         return points.reshape(points.shape[0], -1)
@@ -209,7 +230,40 @@ class _Search:
         n = starts.shape[0]
         points = self.pgd(starts, self.lower.expand(n, -1), self.upper.expand(n, -1), ATTACK_STEPS)
         self.try_points(points, "PGD attack")
+        count = len(self.spec.disjuncts)
+        if count > 1:
+            with torch.no_grad():
+                slacks = self.disjunct_slacks(self.net.forward(samples))
+            best = torch.argsort(slacks, 0, descending=True)[:ATTACK_STARTS_PER_DISJUNCT]  # (starts, disjuncts)
+            centre = ((self.lower + self.upper) / 2)[None].expand(count, -1)
+            starts = torch.cat([centre, samples[best.T.reshape(-1)]])
+            which = torch.cat([torch.arange(count), torch.arange(count).repeat_interleave(best.shape[0])])
+            m = starts.shape[0]
+            points = self.pgd(starts, self.lower.expand(m, -1), self.upper.expand(m, -1), ATTACK_STEPS, which)
+            self.try_points(points, "PGD attack on each disjunct")
+            n += m
         self.log("attack", start, "none", samples=ATTACK_SAMPLES, pgd_starts=n)
+
+    def polish_candidates(self, points: torch.Tensor, stage: str, steps: int) -> None:
+        """Re-check candidate inputs (flat) and run PGD from the best ``MINIMISER_STARTS`` of them."""
+        self.try_points(points, stage)
+        with torch.no_grad():
+            slack = self.spec.slack(self.net.forward(points.reshape(-1, *self.net.input_shape)))
+        best = points[torch.argsort(slack, descending=True)[:MINIMISER_STARTS]]
+        n = best.shape[0]
+        polished = self.pgd(best, self.lower.expand(n, -1), self.upper.expand(n, -1), steps)
+        self.try_points(polished, f"PGD from {stage}")
+
+    def minimiser_attack(self, result: BoundsResult, refuted: torch.Tensor) -> None:
+        """Candidates from the bounds of the whole box: each live row's bound minimiser."""
+        start = time.perf_counter()
+        rows = torch.as_tensor(~refuted[0].numpy()[self.owner])
+        region = box(self.lower[None], self.upper[None], self.net.input_shape)
+        with torch.no_grad():
+            _, points = alpha_output_lower(self.extended, region, result.lower, result.upper, iterations=0,
+                                           with_points=True)
+        self.polish_candidates(points[0][rows].reshape(int(rows.sum()), -1), "bound minimisers", ATTACK_STEPS)
+        self.log("minimiser-attack", start, "none", rows=int(rows.sum()))
 
     # -- bounds
     def crown(self, low: torch.Tensor, high: torch.Tensor, method: str = "crown") -> tuple[
@@ -320,12 +374,14 @@ class _Search:
             return "proved"
         self.log("crown", start, "open", live=int((~refuted).sum()))
         if self.net.input_size > MAX_SPLIT_INPUTS:
+            self.minimiser_attack(result, refuted)
             start = time.perf_counter()
             result, refuted = self.crown(low, high, method="alpha")
             if bool(refuted.all()):
                 self.log("alpha-crown", start, "proved")
                 return "proved"
             self.log("alpha-crown", start, "open", live=int((~refuted).sum()), unstable=result.unstable_per_layer())
+            self.minimiser_attack(result, refuted)
             if self.clock.left() <= 0:
                 return "timeout"
             splitting = supports(self.extended)
@@ -358,7 +414,9 @@ class _Search:
         start = time.perf_counter()
         live = [c for k, c in enumerate(self.spec.disjuncts) if not bool(refuted[k])]
         extended, owner = spec_network(self.net, OutputSpec(tuple(live), self.spec.num_outputs))
-        outcome = relu_split_search(extended, owner, len(live), low, high, self.clock.deadline)
+        outcome = relu_split_search(
+            extended, owner, len(live), low, high, self.clock.deadline,
+            on_points=lambda points: self.polish_candidates(points, "ReLU-split bound minimisers", BAB_ATTACK_STEPS))
         self.log("relu-split", start, "proved" if outcome.proved else "open", domains=outcome.domains,
                  closed=outcome.closed, open=outcome.open)
         return "proved" if outcome.proved else "timeout"
