@@ -289,6 +289,29 @@ def test_scip_gap_option_reports_feasible_or_optimal_honestly():
         assert res.status in (Status.OPTIMAL, Status.TIMEOUT)
 
 
+def test_scip_cutoff_and_stop_at():
+    """``cutoff`` prunes everything not strictly better (none left: infeasible); ``stop_at``
+    returns a solution at least that good; both need an objective and a finite value."""
+    def model():
+        be = make_backend("scip")
+        xs = be.add_vars([0.0] * 3, [1.0] * 3, integer=True)
+        be.add_constraint(xs, [1.0, 1.0, 1.0], "<=", 2.0)
+        be.set_objective(xs, [3.0, 2.0, 1.0], minimize=False)  # optimum 5
+        return be
+
+    assert model().solve(time_limit=10, cutoff=5.5).status == Status.INFEASIBLE
+    result = model().solve(time_limit=10, cutoff=4.5)
+    assert result.status == Status.OPTIMAL and result.objective == pytest.approx(5.0)
+    result = model().solve(time_limit=10, stop_at=2.0)
+    assert result.status.has_solution and result.objective >= 2.0 - 1e-9
+    with pytest.raises(InvalidInputError, match="cutoff"):
+        model().solve(cutoff=float("nan"))
+    plain = make_backend("scip")
+    plain.add_var(0.0, 1.0)
+    with pytest.raises(InvalidInputError, match="needs an objective"):
+        plain.solve(stop_at=0.0)
+
+
 def test_scip_write(tmp_path):
     backend = make_backend("scip")
     x = backend.add_var(0.0, 2.0, name="alpha")

@@ -496,6 +496,56 @@ def test_disjunctive_spec_optimum_is_max_over_disjuncts():
     assert be.solve().status == Status.INFEASIBLE
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_spec_slack_is_the_largest_slack_at_a_fixed_output(seed):
+    """``encode_spec_slack`` maximised with the outputs fixed equals ``OutputSpec.slack``
+    (max over disjuncts of min over rows of ``b - A y``), inside and outside the spec."""
+    from encoders.milp import encode_spec_slack
+
+    rng = np.random.default_rng(seed)
+    outputs = 3
+    disjuncts = tuple(Conjunction(rng.normal(size=(rows, outputs)), rng.normal(size=rows))
+                      for rows in rng.integers(1, 4, size=int(rng.integers(1, 4))))
+    spec = OutputSpec(disjuncts, outputs)
+    lower, upper = -2 * np.ones(outputs), 2 * np.ones(outputs)
+    for y in rng.uniform(-2, 2, size=(5, outputs)):
+        be = backend("scip")
+        ys = be.add_vars(lower, upper)
+        for k in range(outputs):
+            be.add_constraint([ys[k]], [1.0], "==", float(y[k]))
+        slack, binaries = encode_spec_slack(be, ys, spec, lower, upper)
+        assert binaries == (0 if len(disjuncts) == 1 else len(disjuncts))
+        be.set_objective([slack], [1.0], minimize=False)
+        result = be.solve(time_limit=30)
+        assert result.status == Status.OPTIMAL, result.raw_status
+        expected = float(spec.slack(torch.as_tensor(y)[None])[0])
+        assert result.objective == pytest.approx(expected, abs=OPTIMUM_ATOL)
+
+
+def test_slack_objective_decides_like_the_feasibility_form():
+    """Maximising the spec's slack with cutoff/stop_at answers "is the spec reachable" as
+    the constraint form does, and a point it stops at lies in the spec."""
+    net = tiny_mlp()
+    region = box(-np.ones(2), np.ones(2))
+    b = compute_bounds(net, region, method="interval")
+    cases = [OutputSpec((Conjunction([[1.0, -1.0]], [t]),), 2) for t in (-3.0, -0.3, 0.0, 0.4, 3.0)]
+    cases += [OutputSpec((Conjunction([[1.0, -1.0]], [-0.3]), Conjunction([[-1.0, 0.0], [0.0, 1.0]], [t, -0.2])), 2)
+              for t in (-5.0, 0.5)]
+    for spec in cases:
+        be = backend("scip")
+        encode_query(be, net, region, spec, b)
+        reachable = be.solve(time_limit=30).status != Status.INFEASIBLE
+        be = backend("scip")
+        enc = encode_query(be, net, region, spec, b, slack=True)
+        be.set_objective([enc.slack], [1.0], minimize=False)
+        result = be.solve(time_limit=30, cutoff=-1e-6, stop_at=0.0)
+        assert (result.status != Status.INFEASIBLE) == reachable, spec
+        if reachable:
+            assert result.status.has_solution and result.objective >= -1e-6
+            x = result.values[enc.input]
+            assert bool(spec.contains(forward_flat(net, x)[None], tol=WITNESS_TOL)[0])
+
+
 # ------------------------------------------------------------ refusals, validation
 @pytest.mark.parametrize("act", [ir.Sigmoid, ir.Tanh])
 def test_nonlinear_layers_are_refused(act):

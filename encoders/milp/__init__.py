@@ -24,13 +24,14 @@ from exactverify.specs import OutputSpec
 from .formulations import CLAMP, FORMULATIONS, MAXPOOL, Formulation, LayerContext, relu_of
 from .network import build_registry, encode_network, flat_bounds
 from .region import L1_ENCODINGS, encode_region, encode_region_counted
-from .spec import encode_output_spec, encode_output_spec_counted
+from .spec import encode_output_spec, encode_output_spec_counted, encode_spec_slack
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "CLAMP", "FORMULATIONS", "Formulation", "L1_ENCODINGS", "LayerContext", "MAXPOOL", "MilpEncoding",
-    "build_registry", "encode_network", "encode_output_spec", "encode_query", "encode_region", "relu_of",
+    "build_registry", "encode_network", "encode_output_spec", "encode_query", "encode_region", "encode_spec_slack",
+    "relu_of",
 ]
 
 
@@ -45,15 +46,19 @@ class MilpEncoding:
     distortion: int | None  # var index of ||x - center|| in the region's norm, if requested
     binaries: int  # number of binary variables added (network + region + spec)
     unstable: list[int] = field(default_factory=list)  # unstable ReLUs per ReLU/LeakyReLU layer
+    slack: int | None = None  # var index of the spec's slack (``slack=True``); else the spec is a constraint
 
 
 def encode_query(backend: Backend, network: Network, region: Region, spec: OutputSpec, bounds: BoundsResult, *,
                  distortion: bool = False, l1: str = "epigraph", maxpool: str = "direct",
-                 registry: Mapping[type[Layer], Formulation] | None = None) -> MilpEncoding:
+                 registry: Mapping[type[Layer], Formulation] | None = None, slack: bool = False) -> MilpEncoding:
     """Encode "x in ``region`` and ``network(x)`` in ``spec``" into ``backend`` (a fresh model).
 
     ``bounds`` must be sound for ``region`` (a batch of one); no objective is set: the
     caller minimises ``encoding.distortion`` or an output, or just asks for feasibility.
+    With ``slack``, the spec is not a constraint: ``encoding.slack`` is a variable at most
+    the spec's slack (:func:`encode_spec_slack`), ``>= 0`` exactly on the spec, for the
+    caller to maximise.
     """
     if not isinstance(network, Network):
         raise InvalidInputError(f"network must be an exactverify Network, got {type(network).__name__}")
@@ -62,9 +67,13 @@ def encode_query(backend: Backend, network: Network, region: Region, spec: Outpu
     x, dist, region_bins = encode_region_counted(backend, region, l1=l1, distortion=distortion)
     y, values, net_bins = encode_network(backend, network, bounds, x, maxpool=maxpool, registry=registry)
     out_low, out_up = flat_bounds(bounds, len(network))
-    spec_bins = encode_output_spec_counted(backend, y, spec, out_low, out_up)
+    slack_var = None
+    if slack:
+        slack_var, spec_bins = encode_spec_slack(backend, y, spec, out_low, out_up)
+    else:
+        spec_bins = encode_output_spec_counted(backend, y, spec, out_low, out_up)
     encoding = MilpEncoding(backend, x, y, values, dist, region_bins + net_bins + spec_bins,
-                            bounds.unstable_per_layer())
+                            bounds.unstable_per_layer(), slack_var)
     logger.debug("query %s: %d vars, %d binaries (region %d, network %d, spec %d), unstable per layer %s",
                  network.name, backend.num_vars, encoding.binaries, region_bins, net_bins, spec_bins,
                  encoding.unstable)

@@ -21,9 +21,8 @@ def row_range(A: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> tuple[np.n
     return pos @ lower + neg @ upper, pos @ upper + neg @ lower
 
 
-def encode_output_spec_counted(backend: Backend, output_vars, spec: OutputSpec, output_lower,
-                               output_upper) -> int:
-    """:func:`encode_output_spec` that returns the number of binaries it added."""
+def _checked(output_vars, spec: OutputSpec, output_lower, output_upper):
+    """Output variables and bounds as flat arrays, checked against ``spec``."""
     if not isinstance(spec, OutputSpec):
         raise InvalidInputError(f"spec must be an OutputSpec, got {type(spec).__name__}")
     y = np.asarray(output_vars, dtype=np.int64).reshape(-1)
@@ -35,6 +34,13 @@ def encode_output_spec_counted(backend: Backend, output_vars, spec: OutputSpec, 
         )
     if not (np.isfinite(lower).all() and np.isfinite(upper).all()):
         raise InvalidInputError("output bounds must be finite (they give the disjunction's big-M)")
+    return y, lower, upper
+
+
+def encode_output_spec_counted(backend: Backend, output_vars, spec: OutputSpec, output_lower,
+                               output_upper) -> int:
+    """:func:`encode_output_spec` that returns the number of binaries it added."""
+    y, lower, upper = _checked(output_vars, spec, output_lower, output_upper)
     if len(spec.disjuncts) == 1:
         conj = spec.disjuncts[0]
         for A_r, b_r in zip(conj.A, conj.b, strict=True):
@@ -56,6 +62,42 @@ def encode_output_spec_counted(backend: Backend, output_vars, spec: OutputSpec, 
             backend.add_constraint(np.r_[y, z], np.r_[A_r, big_m], "<=", float(b_r) + big_m, name=f"d{j}_{r}")
     backend.add_constraint(zs, np.ones(len(zs)), "==", 1.0, name="one_disjunct")
     return len(zs)
+
+
+def encode_spec_slack(backend: Backend, output_vars, spec: OutputSpec, output_lower, output_upper) -> tuple[int, int]:
+    """A variable ``s <= max_j min_r (b_r - A_r y)`` over the disjuncts j and their rows r:
+    maximised, it is the spec's largest slack, ``>= 0`` exactly where ``y`` is in the spec.
+
+    Returns ``(s, binaries added)``. One disjunct: ``s <= b_r - A_r y`` per row. Several:
+    one binary per disjunct, exactly one selected, and the rows of the others relaxed by
+    their big-M ``s_max - (b_r - max A_r y)`` (``s_max`` the largest slack on the output box).
+    Deciding "is some ``y`` in the spec" as "is ``max s >= 0``" lets the solver prune by the
+    objective bound instead of searching for a feasible point blindly (see ``solve_exact``).
+    """
+    y, lower, upper = _checked(output_vars, spec, output_lower, output_upper)
+    ranges = [row_range(conj.A, lower, upper) for conj in spec.disjuncts]
+    row_low = [conj.b - high for conj, (_, high) in zip(spec.disjuncts, ranges, strict=True)]  # least slack per row
+    row_high = [conj.b - low for conj, (low, _) in zip(spec.disjuncts, ranges, strict=True)]
+    s_max = max(float(np.min(high)) if len(high) else 0.0 for high in row_high)
+    s_min = min(float(np.min(low)) if len(low) else 0.0 for low in row_low)
+    s = backend.add_var(s_min, s_max, name="spec_slack")
+    single = len(spec.disjuncts) == 1
+    zs = []
+    for j, conj in enumerate(spec.disjuncts):
+        z = None if single else backend.add_var(0.0, 1.0, integer=True, name=f"disjunct{j}")
+        if z is not None:
+            zs.append(z)
+        for r, (A_r, b_r) in enumerate(zip(conj.A, conj.b, strict=True)):
+            if single:  # s + A_r y <= b_r
+                backend.add_constraint(np.r_[y, s], np.r_[A_r, 1.0], "<=", float(b_r), name=f"slack_{r}")
+                continue
+            big_m = max(s_max - float(row_low[j][r]), 0.0)
+            # s + A_r y <= b_r + M (1 - z)
+            backend.add_constraint(np.r_[y, s, z], np.r_[A_r, 1.0, big_m], "<=", float(b_r) + big_m,
+                                   name=f"slack{j}_{r}")
+    if zs:
+        backend.add_constraint(zs, np.ones(len(zs)), "==", 1.0, name="one_disjunct")
+    return s, len(zs)
 
 
 def encode_output_spec(backend: Backend, output_vars, spec: OutputSpec, output_lower, output_upper) -> None:
