@@ -83,9 +83,8 @@ def summarise(rows: list[dict], time_limit: float) -> str:
     pairs = {}
     for r in rows:
         pairs.setdefault((r["image"], r["target"], r["fraction"]), {})[r["form"]] = r
-    disagree = sum(1 for p in pairs.values() if len(p) == 2 and "timeout" not in (p["constraint"]["answer"],
-                   p["slack"]["answer"]) and (p["constraint"]["answer"] == "robust") != (p["slack"]["answer"] == "robust"))
     both = [p for p in pairs.values() if len(p) == 2 and all(v["answer"] != "timeout" for v in p.values())]
+    disagree = sum(1 for p in both if (p["constraint"]["answer"] == "robust") != (p["slack"]["answer"] == "robust"))
     ratio = (sum(p["constraint"]["seconds"] for p in both) / max(sum(p["slack"]["seconds"] for p in both), 1e-9)
              if both else None)
     text = ["# Decision MILPs: spec as a constraint vs maximised slack with a cutoff", "",

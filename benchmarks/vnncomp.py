@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> list[dict]:
             listed = [q for q in listed if any(part in Path(q["onnx"]).name for part in args.networks)]
         queries += spread(listed, args.limit)
     if args.finished_only:  # summarise what a stopped run finished, run nothing
-        from exactverify.campaign.store import load_results
         from exactverify.campaign.runner import query_id
+        from exactverify.campaign.store import load_results
 
         wanted = {query_id(q) for q in queries}
         records = [r for r in load_results(args.store) if r.get("id") in wanted]

@@ -6,13 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_bounds import ARCHITECTURES, SAMPLE_TOL, make_region
 
 import exactverify as ev
 from exactverify.bounds.alpha import alpha_output_lower
 from exactverify.bounds.crown import crown_bounds
 from exactverify.errors import InvalidInputError
-
-from test_bounds import ARCHITECTURES, SAMPLE_TOL, make_region
 
 SAMPLES = 4000
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import oracles
 import pytest
 import torch
 
@@ -18,8 +19,6 @@ from exactverify.specs import Conjunction, OutputSpec
 from exactverify.vnncomp.relu_split import relu_split_search, supports
 from exactverify.vnncomp.solve import spec_network
 
-import oracles
-
 TOL = 1e-9
 
 
@@ -27,7 +26,7 @@ def tiny_net(seed: int, n_in: int = 3, width: int = 6) -> ev.Network:
     rng = np.random.default_rng(seed)
     sizes = [n_in, width, width, 2]
     layers: list[ir.Layer] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
         layers += [ir.Dense(rng.normal(size=(b, a)) / np.sqrt(a), 0.3 * rng.normal(size=b)), ir.ReLU()]
     return ev.Network((n_in,), layers[:-1], name=f"tiny{seed}")
 

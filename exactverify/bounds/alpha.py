@@ -27,10 +27,17 @@ import torch
 from ..errors import InvalidInputError
 from ..ir import Dense, Flatten, MaxPool2d, Network, ReLU
 from ..regions import Region
-from .crown import (DEFAULT_MAX_ELEMENTS, ROUNDING_SLACK, _Context, _crown_value, _ordered, backward_affine,
-                    backward_maxpool, concretize)
+from .crown import (
+    DEFAULT_MAX_ELEMENTS,
+    ROUNDING_SLACK,
+    _Context,
+    _crown_value,
+    _ordered,
+    backward_affine,
+    backward_maxpool,
+    concretize,
+)
 from .interval import interval_layer
-from .linearize import relax_elementwise
 
 #: Default number of gradient steps on the slopes and the Adam step size.
 DEFAULT_ITERATIONS = 20
@@ -103,7 +110,7 @@ def alpha_output_lower(network: Network, region: Region, lowers, uppers, *,
             alphas[index] = al.expand(batch, outputs, *network.shapes[index]).clone().requires_grad_(True)
 
     betas: dict[int, torch.Tensor] = {}
-    for index, split in (splits or {}).items():
+    for index in splits or {}:
         betas[index] = torch.zeros(batch, outputs, *network.shapes[index], dtype=like.dtype, device=like.device,
                                    requires_grad=True)
 

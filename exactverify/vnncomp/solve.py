@@ -41,8 +41,8 @@ import torch
 from ..bounds import BoundsResult, bounds
 from ..bounds.alpha import alpha_output_lower
 from ..errors import InvalidInputError, ShapeMismatchError
-from ..queries.stages import SLACK_CUTOFF, slack_form
 from ..ir import Dense, Flatten, Network, ReLU, Reshape
+from ..queries.stages import SLACK_CUTOFF, slack_form
 from ..regions import bisect_boxes, box
 from ..specs import Conjunction, OutputSpec
 from .relu_split import relu_split_search, supports
@@ -443,7 +443,8 @@ class _Search:
         unknown = False
         while stack:
             if self.left() <= 0:
-                self.log("bab", start, "timeout", heuristic=self.heuristic(), boxes=boxes, proved=proved, open=sum(len(s[0]) for s in stack))
+                self.log("bab", start, "timeout", heuristic=self.heuristic(), boxes=boxes, proved=proved,
+                         open=sum(len(s[0]) for s in stack))
                 return "timeout"
             low, high, dims, depth = self._take(stack, BATCH_BOXES // 2)
             c_low, c_high = bisect_boxes(low, high, dims)
@@ -474,7 +475,8 @@ class _Search:
                                    tuple(t[shallow] for t in result.upper))
                 dims = self.split_dims(sub, refuted[shallow], c_low[shallow], c_high[shallow])
                 stack.append((c_low[shallow], c_high[shallow], dims, c_depth[shallow]))
-        self.log("bab", start, "unknown" if unknown else "proved", heuristic=self.heuristic(), boxes=boxes, proved=proved)
+        self.log("bab", start, "unknown" if unknown else "proved", heuristic=self.heuristic(), boxes=boxes,
+                 proved=proved)
         return "unknown" if unknown else "proved"
 
     @staticmethod
