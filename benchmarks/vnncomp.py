@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                      "verdict": verdict, "expected": expected, "solved": solved,
                      "wrong": solved and expected is not None and verdict != expected,
                      "seconds": result.get("seconds", record.get("seconds")),
-                     "stages": ",".join(s["stage"] for s in result.get("stages", [])[1:])})
+                     "stages": ",".join(s["stage"] for s in result.get("stages", [])[1:]),
+                     "code": record.get("code", "")})  # set by hand on records kept from an older run
     return rows
 
 
@@ -117,9 +118,12 @@ def summarise(rows: list[dict], args: argparse.Namespace) -> str:
     per_net = [{"benchmark": b, "onnx": o, "instances": len(rs), "solved": sum(r["solved"] for r in rs),
                 "wrong": sum(r["wrong"] for r in rs)} for (b, o), rs in sorted(networks.items())]
     lines += ["", "Per network:", "", markdown_table(per_net, ["benchmark", "onnx", "instances", "solved", "wrong"])]
+    older = any(r["code"] for r in rows)
     lines += ["", "Per instance:", "",
+              *(["`code`: records marked there were kept from an earlier run of the older code named; "
+                 "the others ran this commit's code.", ""] if older else []),
               markdown_table(rows, ["benchmark", "onnx", "vnnlib", "time_limit", "verdict", "expected", "seconds",
-                                    "stages"])]
+                                    "stages", *(["code"] if older else [])])]
     return "\n".join(lines)
 
 
