@@ -525,12 +525,21 @@ def test_spec_slack_is_the_largest_slack_at_a_fixed_output(seed):
 def test_slack_objective_decides_like_the_feasibility_form():
     """Maximising the spec's slack with cutoff/stop_at answers "is the spec reachable" as
     the constraint form does, and a point it stops at lies in the spec."""
+    from exactverify.queries.stages import SLACK_CUTOFF
+
     net = tiny_mlp()
     region = box(-np.ones(2), np.ones(2))
     b = compute_bounds(net, region, method="interval")
     cases = [OutputSpec((Conjunction([[1.0, -1.0]], [t]),), 2) for t in (-3.0, -0.3, 0.0, 0.4, 3.0)]
     cases += [OutputSpec((Conjunction([[1.0, -1.0]], [-0.3]), Conjunction([[-1.0, 0.0], [0.0, 1.0]], [t, -0.2])), 2)
               for t in (-5.0, 0.5)]
+    # the boundary case: the spec's largest slack is exactly 0 (reached at the minimiser of y0 - y1);
+    # SLACK_CUTOFF keeps such a point from being cut off by the objective limit's own tolerance
+    be = backend("scip")
+    enc = encode_query(be, net, region, OutputSpec((Conjunction([[1.0, -1.0]], [1e3]),), 2), b)
+    be.set_objective(enc.output, [1.0, -1.0], minimize=True)
+    lowest = be.solve(time_limit=30).objective
+    cases.append(OutputSpec((Conjunction([[1.0, -1.0]], [lowest]),), 2))
     for spec in cases:
         be = backend("scip")
         encode_query(be, net, region, spec, b)
@@ -538,7 +547,7 @@ def test_slack_objective_decides_like_the_feasibility_form():
         be = backend("scip")
         enc = encode_query(be, net, region, spec, b, slack=True)
         be.set_objective([enc.slack], [1.0], minimize=False)
-        result = be.solve(time_limit=30, cutoff=-1e-6, stop_at=0.0)
+        result = be.solve(time_limit=30, cutoff=-SLACK_CUTOFF, stop_at=0.0)
         assert (result.status != Status.INFEASIBLE) == reachable, spec
         if reachable:
             assert result.status.has_solution and result.objective >= -1e-6
