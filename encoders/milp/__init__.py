@@ -22,14 +22,14 @@ from exactverify.regions import Region
 from exactverify.specs import OutputSpec
 
 from .formulations import CLAMP, FORMULATIONS, MAXPOOL, Formulation, LayerContext, relu_of
-from .network import build_registry, encode_network, flat_bounds
+from .network import BOUND_PADDING, build_registry, encode_network, padded_bounds
 from .region import L1_ENCODINGS, encode_region, encode_region_counted
 from .spec import encode_output_spec, encode_output_spec_counted, encode_spec_slack
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CLAMP", "FORMULATIONS", "Formulation", "L1_ENCODINGS", "LayerContext", "MAXPOOL", "MilpEncoding",
+    "BOUND_PADDING", "CLAMP", "FORMULATIONS", "Formulation", "L1_ENCODINGS", "LayerContext", "MAXPOOL", "MilpEncoding",
     "build_registry", "encode_network", "encode_output_spec", "encode_query", "encode_region", "encode_spec_slack",
     "relu_of",
 ]
@@ -51,22 +51,24 @@ class MilpEncoding:
 
 def encode_query(backend: Backend, network: Network, region: Region, spec: OutputSpec, bounds: BoundsResult, *,
                  distortion: bool = False, l1: str = "epigraph", maxpool: str = "direct",
-                 registry: Mapping[type[Layer], Formulation] | None = None, slack: bool = False) -> MilpEncoding:
+                 registry: Mapping[type[Layer], Formulation] | None = None, slack: bool = False,
+                 padding: float = BOUND_PADDING) -> MilpEncoding:
     """Encode "x in ``region`` and ``network(x)`` in ``spec``" into ``backend`` (a fresh model).
 
     ``bounds`` must be sound for ``region`` (a batch of one); no objective is set: the
     caller minimises ``encoding.distortion`` or an output, or just asks for feasibility.
     With ``slack``, the spec is not a constraint: ``encoding.slack`` is a variable at most
     the spec's slack (:func:`encode_spec_slack`), ``>= 0`` exactly on the spec, for the
-    caller to maximise.
+    caller to maximise. ``padding`` widens every bound after the input (:data:`BOUND_PADDING`).
     """
     if not isinstance(network, Network):
         raise InvalidInputError(f"network must be an exactverify Network, got {type(network).__name__}")
     if isinstance(region, Region) and region.shape != network.input_shape:
         raise ShapeMismatchError(f"region has sample shape {region.shape}, network input is {network.input_shape}")
     x, dist, region_bins = encode_region_counted(backend, region, l1=l1, distortion=distortion)
-    y, values, net_bins = encode_network(backend, network, bounds, x, maxpool=maxpool, registry=registry)
-    out_low, out_up = flat_bounds(bounds, len(network))
+    y, values, net_bins = encode_network(backend, network, bounds, x, maxpool=maxpool, registry=registry,
+                                         padding=padding)
+    out_low, out_up = padded_bounds(bounds, len(network), padding)
     slack_var = None
     if slack:
         slack_var, spec_bins = encode_spec_slack(backend, y, spec, out_low, out_up)

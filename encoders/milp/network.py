@@ -17,10 +17,33 @@ from .formulations import CLAMP, FORMULATIONS, MAXPOOL, Formulation, LayerContex
 logger = logging.getLogger(__name__)
 
 
+#: Relative (and absolute) outward padding of every bound after the input before it becomes a
+#: variable bound or a big-M: ``l - BOUND_PADDING (1 + |l|)``, ``u + BOUND_PADDING (1 + |u|)``,
+#: never across 0 (a stable ReLU stays stable). Exact bounds (CROWN/LP of the first layer
+#: over an L1 ball) touch the feasible set; with such a bound SCIP's strong dual reductions
+#: in presolve declared an untargeted L1 query of the 784-24-24-24-10 net infeasible although
+#: a re-checked counterexample lay inside (the padded model, or presolve off, finds it).
+#: Padding only relaxes the model, so "infeasible" stays a proof; 0 turns it off.
+BOUND_PADDING = 1e-7
+
+
 def flat_bounds(bounds: BoundsResult, i: int) -> tuple[np.ndarray, np.ndarray]:
     """Flat float64 numpy bounds of the value entering layer ``i`` (region 0 of the batch)."""
     low = bounds.lower[i][0].detach().cpu().reshape(-1).numpy().astype(np.float64)
     up = bounds.upper[i][0].detach().cpu().reshape(-1).numpy().astype(np.float64)
+    return low, up
+
+
+def padded_bounds(bounds: BoundsResult, i: int, padding: float = BOUND_PADDING) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`flat_bounds` widened outward by ``padding`` (see :data:`BOUND_PADDING`); the input (``i == 0``)
+    is the region's own box and is never padded."""
+    low, up = flat_bounds(bounds, i)
+    if i == 0 or padding <= 0:
+        return low, up
+    wide_low = low - padding * (1.0 + np.abs(low))
+    wide_up = up + padding * (1.0 + np.abs(up))
+    low = np.where(low >= 0, np.maximum(wide_low, 0.0), wide_low)
+    up = np.where(up <= 0, np.minimum(wide_up, 0.0), wide_up)
     return low, up
 
 
@@ -58,12 +81,12 @@ def build_registry(maxpool: str = "direct", registry: Mapping[type[Layer], Formu
 
 def encode_network(backend: Backend, network: Network, bounds: BoundsResult, input_vars, *,
                    maxpool: str = "direct", registry: Mapping[type[Layer], Formulation] | None = None,
-                   ) -> tuple[np.ndarray, list[np.ndarray], int]:
+                   padding: float = BOUND_PADDING) -> tuple[np.ndarray, list[np.ndarray], int]:
     """Add ``network`` on top of ``input_vars``; returns (output vars, values per layer, binaries).
 
     ``values[i]`` are the variables of the flat value entering layer ``i`` (``values[0]``
-    is ``input_vars``, ``values[-1]`` the output). ``bounds`` (a batch of one region)
-    bound every variable and give every big-M.
+    is ``input_vars``, ``values[-1]`` the output). ``bounds`` (a batch of one region),
+    widened by ``padding`` (:data:`BOUND_PADDING`), bound every variable and give every big-M.
     """
     check_bounds(network, bounds)
     table = build_registry(maxpool, registry)
@@ -76,8 +99,8 @@ def encode_network(backend: Backend, network: Network, bounds: BoundsResult, inp
         formulation = table.get(type(layer))
         if formulation is None:
             raise unsupported(layer, i, "the exact MILP encoder")
-        low, up = flat_bounds(bounds, i)
-        out_low, out_up = flat_bounds(bounds, i + 1)
+        low, up = padded_bounds(bounds, i, padding)
+        out_low, out_up = padded_bounds(bounds, i + 1, padding)
         ctx = LayerContext(i, network.shapes[i], network.shapes[i + 1], low, up, out_low, out_up)
         before = backend.num_vars
         x = np.asarray(formulation(backend, layer, x, ctx), dtype=np.int64)

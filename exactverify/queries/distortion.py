@@ -2,10 +2,15 @@
 
 Bisection follows Carlini et al.: an upper bound from a batched PGD warm start (refined by
 bisecting PGD's budget), a lower bound from the largest radius that one batched CROWN pass
-certifies, and one exact robustness query at the midpoint until ``upper - lower <= tol``.
-Direct minimises the distortion in one MILP over the ball of the warm start's radius and
-reports the solver's dual bound (less ``DUAL_BOUND_SLACK``) as the lower bound. Both are
-anytime: on a time limit they return the bounds proved so far with status ``unknown``.
+certifies, and exact robustness queries until ``upper - lower <= tol``. Every counterexample
+is first polished to the smallest one in its linear region and the regions next to it
+(:mod:`.polish`), which usually leaves the upper bound within ``tol`` of the optimum; so
+the first probe is just below it (:func:`next_probe`), and the probes fall back to the
+midpoint when they keep finding counterexamples; a probe that times out makes the next
+ones bisect below it. Direct minimises the distortion in one MILP over the ball of the
+(polished) warm start's radius and reports the solver's dual bound (less
+``DUAL_BOUND_SLACK``) as the lower bound. Both are anytime: on a time limit they return
+the bounds proved so far with status ``unknown``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import time
 from ..errors import InvalidInputError
 from ..specs import DEFAULT_MARGIN
 from .checks import check_eps, make_query
+from .polish import polish
 from .results import DistortionResult, SolveRecord
 from .stages import ATTACK_TIME_SHARE, Finding, accept_point, attack, certified_radius, refine_attack, solve_exact
 from .verify import check_options
@@ -27,6 +33,16 @@ CERTIFY_LEVELS = 32
 #: Without an input domain, the largest radius the search considers.
 UNBOUNDED_RADIUS = 1e3
 METHODS = ("bisection", "direct")
+#: The first probe below a (polished) upper bound is ``upper - CLOSING_STEP_FACTOR * tol``
+#: (just inside ``tol``, so that one robust answer there ends the search despite rounding).
+CLOSING_STEP_FACTOR = 0.99
+#: An exact probe may use this share of the time left (the rest goes to probes nearer the
+#: lower bound if it times out, which keeps the anytime lower bound moving)...
+PROBE_TIME_SHARE = 0.6
+#: ...unless less than this many seconds are left, which the probe then gets whole.
+PROBE_TIME_FLOOR = 10.0
+#: MILP backends that can polish a counterexample (z3 queries polish with the first).
+POLISH_BACKENDS = ("scip", "ortools")
 
 
 def upper_or(default: float, upper: float) -> float:
@@ -82,6 +98,12 @@ def minimal_distortion(network, x, norm: str = "linf", target: int | None = None
     attack_distortion = None if best is None else best.distortion
     history.append(SolveRecord("attack", None, "not_robust" if best else "unknown", time.perf_counter() - tick,
                                objective=attack_distortion))
+    polish_backend = backend if backend in POLISH_BACKENDS else POLISH_BACKENDS[0]
+
+    def deadline() -> float | None:
+        return None if time_limit is None else start + time_limit
+
+    best = polish(query, best, backend=polish_backend, history=history, deadline=deadline())
     lower, upper = 0.0, math.inf if best is None else best.distortion
     point = None if best is None else best.point
     # A certified radius from one batched CROWN pass over a grid of radii: a proved lower bound.
@@ -111,6 +133,7 @@ def minimal_distortion(network, x, norm: str = "linf", target: int | None = None
         if finding.outcome == "unknown":
             return result(max(finding.lower_bound or 0.0, lower), math.inf, None, "unknown", finding.reason,
                           attack_distortion)
+        finding = polish(query, finding, backend=polish_backend, history=history, deadline=deadline())
         upper, point = finding.distortion, finding.point
         if method == "direct":
             lower = max(finding.lower_bound or 0.0, lower)
@@ -126,27 +149,57 @@ def minimal_distortion(network, x, norm: str = "linf", target: int | None = None
             return result(lower, upper, point, "unknown",
                           "MILP infeasible although a re-checked counterexample exists in the region: "
                           "solver tolerance problem; bounds are the attack's", attack_distortion)
-        if finding.outcome == "not_robust" and finding.distortion < upper:
-            upper, point = finding.distortion, finding.point
+        if finding.outcome == "not_robust":
+            finding = polish(query, finding, backend=polish_backend, history=history, deadline=deadline())
+            if finding.distortion < upper:
+                upper, point = finding.distortion, finding.point
         lower = min(max(finding.lower_bound or 0.0, lower), upper)
         status = "optimal" if upper - lower <= tol else "unknown"
         return result(lower, upper, point, status, finding.reason, attack_distortion)
 
-    reason = "bisection converged"
+    misses = 0  # probes in a row that found a counterexample only just below them (the step doubles)
+    ceiling = math.inf  # the smallest radius whose exact query timed out: probes stay below it
+    last_reason = "time limit reached during bisection"
     while upper - lower > tol:
         budget = remaining()
         if budget is not None and budget <= 0:
-            return result(lower, upper, point, "unknown", "time limit reached during bisection", attack_distortion)
-        mid = (lower + upper) / 2
+            return result(lower, upper, point, "unknown", last_reason, attack_distortion)
+        probe = next_probe(lower, min(upper, ceiling), tol, misses if ceiling > upper else math.inf)
         tick = time.perf_counter()
         step_deadline = None if time_limit is None else time.perf_counter() + ATTACK_TIME_SHARE * budget
-        (quick,) = attack(query, [mid], deadline=step_deadline)
-        history.append(SolveRecord("attack", mid, "not_robust" if quick else "unknown", time.perf_counter() - tick))
-        finding = quick or solve_exact(query, mid, time_limit=remaining(), minimise=False, **solve)
+        quick = None
+        if probe <= (lower + upper) / 2:  # a closing probe sits below a polished point: PGD rarely helps there
+            (quick,) = attack(query, [probe], deadline=step_deadline)
+            history.append(SolveRecord("attack", probe, "not_robust" if quick else "unknown",
+                                       time.perf_counter() - tick))
+        left = remaining()
+        probe_limit = None if left is None else PROBE_TIME_SHARE * left if left > PROBE_TIME_FLOOR else left
+        finding = quick or solve_exact(query, probe, time_limit=probe_limit, minimise=False, **solve)
         if finding.outcome == "robust":
-            lower = mid
+            lower, misses = probe, 0
         elif finding.outcome == "not_robust":
-            upper, point = min(upper, finding.distortion), finding.point
+            finding = polish(query, finding, backend=polish_backend, history=history, deadline=deadline())
+            step = upper - probe
+            if finding.distortion < upper:
+                upper, point = finding.distortion, finding.point
+            # a polished point far below the probe is a fresh upper bound: close in on it again
+            misses = 0 if upper <= probe - step else misses + 1
         else:
-            return result(lower, upper, point, "unknown", finding.reason, attack_distortion)
-    return result(lower, upper, point, "optimal", reason, attack_distortion)
+            ceiling, last_reason = min(ceiling, probe), finding.reason
+            if probe - lower <= tol:  # nothing left to bisect below the probe that timed out
+                return result(lower, upper, point, "unknown", finding.reason, attack_distortion)
+    return result(lower, upper, point, "optimal", "bisection converged", attack_distortion)
+
+
+def next_probe(lower: float, upper: float, tol: float, misses: float) -> float:
+    """The radius the next exact query decides.
+
+    With a polished upper bound the optimum is usually within ``tol`` of it, so the first
+    probe is ``upper - tol``: one robust answer there ends the search. Each probe in a row
+    that finds a counterexample only just below it doubles the step, so a poor upper bound
+    falls back to plain bisection (the midpoint) after a few probes; ``misses=inf`` asks
+    for the midpoint (after a timeout, ``upper`` is the probe that timed out).
+    """
+    if math.isinf(misses):
+        return (lower + upper) / 2
+    return upper - min(tol * CLOSING_STEP_FACTOR * 2.0 ** misses, (upper - lower) / 2)

@@ -1,0 +1,134 @@
+"""Shrink a counterexample to the smallest one in its linear region (and the regions next to it).
+
+A ReLU network is affine on the set of inputs that share one activation pattern. Given a
+re-checked counterexample at distance ``d``, the MILP whose ReLUs are fixed to the point's
+pattern (bounds ``[max(l, 0), u]`` for the active ones, ``[l, min(u, 0)]`` for the inactive
+ones) has no binaries: an LP that finds the smallest distortion within that linear region.
+Neurons within ``FREE_TOLERANCE`` of 0 keep their binaries (a handful), so the solver may
+cross into the regions next to the point; a round's optimum usually lies where some
+pre-activations are 0, so the next round frees those. Each round's point is re-checked
+like every counterexample; a round that does not improve ends the polish.
+
+Attacks leave a 10-30% gap to the minimal L1 distortion on MNIST; the polished point is
+the upper bound the search starts from, so fewer exact calls are needed to close it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+
+from ..bounds import BoundsResult, bounds
+from ..ir import LeakyReLU, ReLU
+from ..specs import Conjunction, OutputSpec
+from .checks import Query
+from .results import SolveRecord
+
+log = logging.getLogger(__name__)
+
+#: Rounds of polishing (each fixes the pattern of the current point, except at neurons near 0).
+POLISH_ROUNDS = 4
+#: A pre-activation within this of 0 at the current point is left free (split by a binary):
+#: the LP optimum of a round sits on such neurons, and a point whose pattern is pinned at a
+#: neuron of value ~1e-9 made SCIP's presolve call a feasible LP infeasible.
+FREE_TOLERANCE = 1e-6
+#: The polishing region is the ball of radius ``(1 + RADIUS_SLACK) * d`` around the centre
+#: (``d`` the point's distortion), so the point lies strictly inside it.
+RADIUS_SLACK = 1e-2
+#: A round must shrink the distortion by more than this (relative) to go on.
+MIN_IMPROVEMENT = 1e-6
+#: Seconds per polishing LP/MILP.
+POLISH_TIME_LIMIT = 5.0
+
+
+def pre_activations(query: Query, point: np.ndarray) -> list[np.ndarray | None]:
+    """Float64 flat value entering each layer at ``point`` (None for layers that are not ReLU-like)."""
+    value = torch.as_tensor(np.asarray(point, dtype=np.float64).reshape(query.network.input_shape))[None]
+    values: list[np.ndarray | None] = []
+    for layer in query.network.layers:
+        values.append(value.reshape(-1).numpy().copy() if isinstance(layer, (ReLU, LeakyReLU)) else None)
+        value = layer.forward(value)
+    return values
+
+
+def pattern_bounds(net_bounds: BoundsResult, values: list[np.ndarray | None], free_below: float) -> BoundsResult:
+    """``net_bounds`` with each ReLU-like pre-activation confined to the sign it has at the point.
+
+    Neurons with ``|value| <= free_below`` keep their bounds (they stay split by a binary;
+    ``free_below=0`` fixes every neuron, those at exactly 0 as active);
+    a neuron whose bounds disagree with the point (rounding) also keeps them.
+    """
+    lower, upper = list(net_bounds.lower), list(net_bounds.upper)
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        low = lower[i][0].reshape(-1).double().cpu().numpy().copy()
+        up = upper[i][0].reshape(-1).double().cpu().numpy().copy()
+        active = ((value > free_below) if free_below > 0 else (value >= 0)) & (up >= 0)
+        inactive = (value < -free_below) & (low <= 0)
+        low[active] = np.maximum(low[active], 0.0)
+        up[inactive] = np.minimum(up[inactive], 0.0)
+        shape = lower[i].shape
+        lower[i] = torch.as_tensor(low, dtype=lower[i].dtype).reshape(shape)
+        upper[i] = torch.as_tensor(up, dtype=upper[i].dtype).reshape(shape)
+    return BoundsResult(net_bounds.network, net_bounds.method + "+pattern", tuple(lower), tuple(upper),
+                        net_bounds.seconds)
+
+
+def satisfied_disjunct(spec: OutputSpec, logits: np.ndarray) -> OutputSpec:
+    """The one disjunct of ``spec`` the point satisfies best (an LP instead of a disjunction)."""
+    y = torch.as_tensor(np.asarray(logits, dtype=np.float64).reshape(1, -1))
+    best = int(torch.stack([c.slack(y) for c in spec.disjuncts], 1).argmax())
+    conj = spec.disjuncts[best]
+    return OutputSpec((Conjunction(conj.A, conj.b),), spec.num_outputs, spec.description)
+
+
+def polish(query: Query, finding, *, backend: str = "scip", bounds_method: str = "crown",
+           history: list[SolveRecord] | None = None, deadline: float | None = None,
+           rounds: int = POLISH_ROUNDS):
+    """The smallest re-checked counterexample found by polishing ``finding`` (itself if none is smaller).
+
+    ``finding`` must be a re-checked counterexample (:class:`~.stages.Finding`, outcome
+    ``"not_robust"``); ``deadline`` is a ``time.perf_counter()`` value.
+    """
+    from encoders.backends import make_backend
+    from encoders.milp import encode_query
+
+    from .stages import accept_point
+
+    if finding is None or finding.outcome != "not_robust" or not query.network.piecewise_linear:
+        return finding
+    best = finding
+    for _ in range(rounds):
+        left = None if deadline is None else deadline - time.perf_counter()
+        if left is not None and left <= 0.05:
+            break
+        tick = time.perf_counter()
+        radius = float(best.distortion) * (1 + RADIUS_SLACK)
+        region = query.region(radius)
+        net_bounds = bounds(query.network, region, method=bounds_method)
+        values = pre_activations(query, best.point)
+        fixed = pattern_bounds(net_bounds, values, FREE_TOLERANCE)
+        spec = satisfied_disjunct(query.spec(), best.logits)
+        solver = make_backend(backend)
+        try:
+            encoding = encode_query(solver, query.network, region, spec, fixed, distortion=True)
+        except Exception as exc:  # noqa: BLE001 - a failed polish never changes the answer
+            log.debug("polish encoding failed: %s", exc)
+            break
+        solver.set_objective([encoding.distortion], [1.0], minimize=True)
+        limit = POLISH_TIME_LIMIT if left is None else max(min(POLISH_TIME_LIMIT, left), 0.05)
+        result = solver.solve(time_limit=limit)
+        if history is not None:
+            history.append(SolveRecord("polish", radius, result.status.value, time.perf_counter() - tick,
+                                       result.raw_status, result.objective, result.bound, result.node_count))
+        if not (result.status.has_solution and result.values is not None):
+            break
+        candidate = accept_point(query, result.values[encoding.input], radius, f"polished ({backend})")
+        if candidate.outcome != "not_robust" or candidate.distortion >= best.distortion * (1 - MIN_IMPROVEMENT):
+            break
+        best = candidate
+    return best

@@ -1,0 +1,86 @@
+"""Polishing counterexamples (:mod:`exactverify.queries.polish`) against the piece-enumeration oracle.
+
+A polished point must be a re-checked counterexample no farther than the smallest one in
+the linear piece of the point it started from (the LP that polishing solves first, here
+solved by the oracle's own HiGHS LP), and no nearer than the oracle's exact minimum.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import oracles
+import pytest
+import torch
+from conftest import cached_case
+
+import exactverify as ev
+from exactverify.queries.checks import make_query
+from exactverify.queries.polish import polish
+from exactverify.queries.stages import accept_point
+
+MARGIN = ev.DEFAULT_MARGIN
+#: LP tolerance on distance comparisons with the oracle.
+LP_TOL = 1e-6
+#: Random counterexamples polished per case.
+STARTS = 3
+
+
+def piece_minimum(network, x0, norm, label, point, domain) -> float:
+    """The oracle's smallest distortion within the linear piece and adversarial polyhedron of ``point``."""
+    flat = point.reshape(-1)
+    bounds = oracles._bounds(domain, flat.size)
+    pieces = [p for p in oracles.enumerate_pieces(network, domain) if np.all(p.G @ flat <= p.h + 1e-9)]
+    assert pieces, "the point lies in no piece"
+    best = np.inf
+    for piece in pieces:
+        for C, d in oracles.adversarial_polyhedra(piece.W.shape[0], label, None, MARGIN):
+            if not np.all(C @ (piece.W @ flat + piece.c) <= d + 1e-9):
+                continue
+            G = np.vstack([piece.G, C @ piece.W])
+            h = np.concatenate([piece.h, d - C @ piece.c])
+            solution = oracles._distance_lp(x0.reshape(-1), norm, G, h, bounds, None)
+            if solution is not None:
+                best = min(best, solution[1])
+    return best
+
+
+def random_counterexamples(case, norm, count, rng):
+    """Re-checked counterexamples (margin kept with room) far from the oracle's optimum."""
+    network = case.network
+    low, high = network.input_domain if network.input_domain is not None else (-3.0, 3.0)
+    points = rng.uniform(low, high, size=(4000, *network.input_shape))
+    logits = network.forward(torch.as_tensor(points)).numpy()
+    others = np.delete(logits, case.label, axis=1).max(1)
+    keep = points[others - logits[:, case.label] > MARGIN + 1e-3]
+    return keep[:count]
+
+
+@pytest.mark.parametrize("norm", ["linf", "l1"])
+@pytest.mark.parametrize("index", range(6))
+def test_polished_point_lies_between_the_optimum_and_its_piece_minimum(index, norm):
+    case = cached_case(index)
+    domain = case.network.input_domain
+    query = make_query(case.network, case.x, norm, None, None, domain, MARGIN, None)
+    optimum = oracles.min_distortion(case.network, case.x, norm, margin=MARGIN).distance
+    starts = random_counterexamples(case, norm, STARTS, np.random.default_rng(index))
+    assert len(starts) > 0
+    improved = 0
+    for start in starts:
+        found = accept_point(query, start, np.inf, "test start")
+        assert found.outcome == "not_robust"
+        ceiling = piece_minimum(case.network, case.x, norm, case.label, start, domain)
+        polished = polish(query, found)
+        assert polished.outcome == "not_robust" and polished.ir_ok
+        dist = oracles.distance(polished.point.reshape(-1), case.x.reshape(-1), norm)
+        assert abs(dist - polished.distortion) <= 1e-12
+        assert optimum - LP_TOL <= polished.distortion <= min(ceiling, found.distortion) + LP_TOL
+        improved += polished.distortion < found.distortion - LP_TOL
+    assert improved > 0, "polishing never shrank a random counterexample"
+
+
+def test_polish_leaves_non_counterexamples_alone():
+    case = cached_case(0)
+    query = make_query(case.network, case.x, "linf", None, None, case.network.input_domain, MARGIN, None)
+    assert polish(query, None) is None
+    centre = accept_point(query, case.x, 0.0, "centre")
+    assert centre.outcome != "not_robust" and polish(query, centre) is centre

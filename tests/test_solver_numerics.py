@@ -1,0 +1,70 @@
+"""Solver numerics that once produced a wrong "robust", kept as regression tests.
+
+The 784-24-24-24-10 zoo network at a uniformly random input (seed 0), untargeted, L1: a
+re-checked counterexample lies at L1 distance 0.3663, yet SCIP 10.0.2 declared the decision
+MILP at eps 0.37-0.58 infeasible when its bounds were exactly the CROWN bounds (the
+first layer's bounds are exact over an L1 ball, so the counterexample touches them):
+its strong dual reductions in presolve removed the last feasible point. The encoder now
+pads every bound outward (``encoders.milp.BOUND_PADDING``), which only relaxes the model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import exactverify as ev
+from encoders.backends import make_backend
+from encoders.milp import BOUND_PADDING, encode_query
+from encoders.milp.network import flat_bounds, padded_bounds
+from exactverify import zoo
+from exactverify.bounds import bounds
+from exactverify.queries.checks import make_query
+
+#: A re-checked counterexample of the regression query lies at this L1 distance (found by
+#: SCIP with presolve off, and by polishing the attack's point).
+KNOWN_COUNTEREXAMPLE_DISTANCE = 0.3663
+
+
+@pytest.fixture(scope="module")
+def regression_query():
+    network = ev.load(zoo.mnist_network(), input_shape=(784,))
+    x = np.random.default_rng(0).uniform(0.0, 1.0, 784)
+    return make_query(network, x, "l1", None, None, (0.0, 1.0), ev.DEFAULT_MARGIN, None)
+
+
+@pytest.mark.parametrize("eps", [0.37, 0.4, 0.5])
+def test_verify_finds_the_counterexample_scip_once_dropped(regression_query, eps):
+    query = regression_query
+    verdict = ev.verify(query.network, query.x, eps, norm="l1", domain=(0.0, 1.0), time_limit=60)
+    assert verdict.status == "not_robust", verdict.reason
+    point = np.asarray(verdict.counterexample, dtype=np.float64)
+    logits = query.network.forward(torch.as_tensor(point)[None])[0].numpy()
+    assert np.delete(logits, query.label).max() > logits[query.label]
+    assert np.abs(point - query.x).sum() <= eps + 1e-9 and point.min() >= 0 and point.max() <= 1
+
+
+def test_the_padded_decision_milp_is_feasible(regression_query):
+    query = regression_query
+    region = query.region(0.4)
+    net_bounds = bounds(query.network, region, method="crown")
+    solver = make_backend("scip")
+    encode_query(solver, query.network, region, query.spec(), net_bounds)
+    assert solver.solve(time_limit=60).status.has_solution
+
+
+def test_padding_widens_without_crossing_zero(regression_query):
+    query = regression_query
+    net_bounds = bounds(query.network, query.region(0.4), method="crown")
+    low0, up0 = flat_bounds(net_bounds, 0)
+    box = padded_bounds(net_bounds, 0)  # the input box is the region's own, never padded
+    assert np.array_equal(box[0], low0) and np.array_equal(box[1], up0)
+    for i in range(1, len(query.network) + 1):
+        low, up = flat_bounds(net_bounds, i)
+        wide_low, wide_up = padded_bounds(net_bounds, i)
+        assert np.all(wide_low <= low) and np.all(wide_up >= up)
+        assert np.all(wide_low[low >= 0] >= 0) and np.all(wide_up[up <= 0] <= 0)
+        moved = (low < 0) | (up > 0)
+        assert np.all(low[low < 0] - wide_low[low < 0] >= BOUND_PADDING * (1 + np.abs(low[low < 0])) * (1 - 1e-9))
+        assert moved.any()
