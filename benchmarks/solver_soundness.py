@@ -95,11 +95,20 @@ def summarise(rows: list[dict]) -> str:
                           "feasible": counts["optimal"] + counts["feasible"], "timeout": counts["timelimit"],
                           "queries with a wrong robust": len({r["seed"] for r in sel if r["wrong_robust"]}),
                           "median s": round(float(np.median([r["seconds"] for r in sel])), 3) if sel else None})
+    by_kind = []
+    for kind in KINDS:
+        for norm in ("linf", "l1"):
+            sel = [r for r in rows if r["kind"] == kind and r["norm"] == norm]
+            by_kind.append({"input": kind, "norm": norm, "queries": len({r["seed"] for r in sel}),
+                            **{f"with a wrong robust, padding {p:g}": len({r["seed"] for r in sel
+                                                                          if r["wrong_robust"] and r["padding"] == p})
+                               for p in sorted({r["padding"] for r in rows})}})
     seeds = len({r["seed"] for r in rows})
     return ("# Wrong \"robust\" answers of SCIP on MILPs that hold a counterexample\n\n"
             f"{seeds} random queries of the 784-24-24-24-10 zoo net, decision MILPs at radius d (1 + f), "
             f"f in {FACTORS}, d the distance of a re-checked counterexample.\n\n"
-            + markdown_table(table, list(table[0])) + "\n")
+            + markdown_table(table, list(table[0])) + "\n\nBy input kind and norm (queries):\n\n"
+            + markdown_table(by_kind, list(by_kind[0])) + "\n")
 
 
 def main(argv=None) -> int:
