@@ -68,3 +68,41 @@ def test_padding_widens_without_crossing_zero(regression_query):
         moved = (low < 0) | (up > 0)
         assert np.all(low[low < 0] - wide_low[low < 0] >= BOUND_PADDING * (1 + np.abs(low[low < 0])) * (1 - 1e-9))
         assert moved.any()
+
+
+def random_query(seed: int, network):
+    """Queries of ``benchmarks/solver_soundness.py`` whose exact-bound MILPs SCIP called infeasible."""
+    rng = np.random.default_rng(seed)
+    kind = ("uniform", "binary", "sparse")[seed % 3]
+    if kind == "uniform":
+        x = rng.uniform(0, 1, 784)
+    elif kind == "binary":
+        x = (rng.uniform(0, 1, 784) < 0.2).astype(np.float64)
+    else:
+        x = np.clip(rng.normal(0, 1, 784), 0, 1) * (rng.uniform(0, 1, 784) < 0.3)
+    norm = ("l1", "linf")[(seed // 3) % 2]
+    label = int(network.forward(torch.as_tensor(x)[None]).argmax())
+    target = None if seed % 2 == 0 else int(np.random.default_rng(10_000 + seed).choice(
+        [k for k in range(10) if k != label]))
+    return make_query(network, x, norm, target, None, (0.0, 1.0), ev.DEFAULT_MARGIN, None)
+
+
+@pytest.mark.parametrize("seed", [3, 9, 12, 22, 29])
+def test_decision_milps_keep_a_known_counterexample(regression_query, seed):
+    """Each query had a wrong "infeasible" with exact bounds (both MILP forms, at d (1 + 1e-2))."""
+    from exactverify.queries.polish import polish
+    from exactverify.queries.stages import SLACK_CUTOFF, attack
+
+    query = random_query(seed, regression_query.network)
+    found = [f for f in attack(query, [query.max_radius() * 2.0 ** -k for k in range(16)]) if f]
+    best = polish(query, min(found, key=lambda f: f.distortion))
+    region = query.region(best.distortion * (1 + 1e-2))
+    net_bounds = bounds(query.network, region, method="crown")
+    solver = make_backend("scip")
+    encode_query(solver, query.network, region, query.spec(), net_bounds)
+    assert solver.solve(time_limit=60).status.has_solution
+    if query.target is not None:
+        solver = make_backend("scip")
+        encoding = encode_query(solver, query.network, region, query.spec(), net_bounds, slack=True)
+        solver.set_objective([encoding.slack], [1.0], minimize=False)
+        assert solver.solve(time_limit=60, cutoff=-SLACK_CUTOFF, stop_at=0.0).status.has_solution
