@@ -21,7 +21,7 @@ class VerdictStatus(str, Enum):
 class SolveRecord:
     """One step of a query: a bound pass, an attack or a solver call, and what it gave."""
 
-    stage: str  # "attack", "bounds", "milp", "smt"
+    stage: str  # "attack", "bounds", "milp", "smt", "polish" (:mod:`.polish`)
     eps: float | None
     outcome: str  # robust / not_robust / unknown / optimal / ...
     seconds: float
