@@ -20,7 +20,9 @@ Writes ``results/attack_gap.{csv,json,md}`` and ``results/attack_gap_*.png``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
+import json
 import math
 import os
 import statistics
@@ -205,11 +207,14 @@ def plan(images: list[int], targets_per_image: int | None, args) -> tuple[list[d
                               "network": network, "norm": norm, "image": image, "target": target,
                               "method": args.method, "bounds_method": args.bounds, "backend": args.backend,
                               "tol": TOL[norm], "keep_point": image in keep})
+    # The attack ids name their pairs: a resumed run over more images must not take a stored
+    # batch over fewer pairs as done (``merge`` lets the latest batch win per pair).
+    pair_set = f"{len(pairs)}pairs-{hashlib.sha1(json.dumps(pairs).encode()).hexdigest()[:8]}"
     for network in NETWORKS:
         for norm in NORMS:
             for attack in ATTACKS[norm]:
                 version = f"@{CW_LINF_VERSION}" if attack == "cw_linf" else ""
-                batched.append({"id": f"attack/{network}/{norm}/{attack}{version}", "kind": "attack",
+                batched.append({"id": f"attack/{network}/{norm}/{attack}{version}/{pair_set}", "kind": "attack",
                                 "network": network,
                                 "norm": norm, "attack": attack, "pairs": [list(p) for p in pairs],
                                 "keep_images": keep, "time_limit": ATTACK_TIME_LIMIT,
