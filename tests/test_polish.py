@@ -97,3 +97,24 @@ def test_probes_close_in_below_the_upper_bound_then_fall_back_to_bisection():
     assert all(b == pytest.approx(2 * a) for a, b in zip(steps[:8], steps[1:9], strict=True))
     assert steps[-1] == pytest.approx((upper - lower) / 2)  # capped at the midpoint
     assert next_probe(lower, upper, tol, float("inf")) == pytest.approx(1.5)
+
+
+def test_search_ends_when_only_robust_answers_remain_below_an_unknown_probe(monkeypatch):
+    """Without a time limit, two probes that end unknown followed by robust answers below them must
+    not make the search bisect forever towards the lower one: it stops with status unknown."""
+    import exactverify.queries.distortion as distortion
+    from exactverify.queries.stages import Finding
+
+    case = cached_case(0)
+    calls = []
+
+    def fake_exact(query, eps, **_):
+        calls.append(eps)
+        assert len(calls) < 200, "the search does not end"
+        return Finding("unknown", "fake timeout") if len(calls) <= 2 else Finding("robust", "fake proof")
+
+    monkeypatch.setattr(distortion, "solve_exact", fake_exact)
+    result = ev.minimal_distortion(case.network, case.x, "linf", tol=1e-3)
+    ceiling = min(calls[:2])
+    assert result.status == "unknown" and result.reason == "fake timeout"
+    assert result.lower <= ceiling < result.upper - 1e-3 and ceiling - result.lower <= 1e-3

@@ -164,6 +164,8 @@ def minimal_distortion(network, x, norm: str = "linf", target: int | None = None
         budget = remaining()
         if budget is not None and budget <= 0:
             return result(lower, upper, point, "unknown", last_reason, attack_distortion)
+        if ceiling - lower <= tol:  # nothing left to bisect below a probe that ended unknown
+            return result(lower, upper, point, "unknown", last_reason, attack_distortion)
         probe = next_probe(lower, min(upper, ceiling), tol, misses if ceiling > upper else math.inf)
         tick = time.perf_counter()
         step_deadline = None if time_limit is None else time.perf_counter() + ATTACK_TIME_SHARE * budget
@@ -186,8 +188,6 @@ def minimal_distortion(network, x, norm: str = "linf", target: int | None = None
             misses = 0 if upper <= probe - step else misses + 1
         else:
             ceiling, last_reason = min(ceiling, probe), finding.reason
-            if probe - lower <= tol:  # nothing left to bisect below the probe that timed out
-                return result(lower, upper, point, "unknown", finding.reason, attack_distortion)
     return result(lower, upper, point, "optimal", "bisection converged", attack_distortion)
 
 
