@@ -118,3 +118,42 @@ def test_search_ends_when_only_robust_answers_remain_below_an_unknown_probe(monk
     ceiling = min(calls[:2])
     assert result.status == "unknown" and result.reason == "fake timeout"
     assert result.lower <= ceiling < result.upper - 1e-3 and ceiling - result.lower <= 1e-3
+
+
+@pytest.mark.parametrize("norm", ["linf", "l1"])
+@pytest.mark.parametrize("index", range(6))
+def test_wide_rounds_never_end_above_the_lp_rounds_nor_below_the_optimum(index, norm):
+    """The neighbourhood search (freed neurons) starts where the LP rounds stop, so it ends no
+    farther than them; its points are re-checked counterexamples, never nearer than the optimum."""
+    case = cached_case(index)
+    query = make_query(case.network, case.x, norm, None, None, case.network.input_domain, MARGIN, None)
+    optimum = oracles.min_distortion(case.network, case.x, norm, margin=MARGIN).distance
+    for start in random_counterexamples(case, norm, STARTS, np.random.default_rng(100 + index)):
+        found = accept_point(query, start, np.inf, "test start")
+        narrow = polish(query, found, wide=0)
+        wide = polish(query, found)
+        assert wide.outcome == "not_robust" and wide.ir_ok
+        assert optimum - LP_TOL <= wide.distortion <= narrow.distortion + LP_TOL
+
+
+def test_nearest_to_switching_marks_the_unstable_neurons_closest_to_zero_relative_to_their_range():
+    from exactverify.bounds import BoundsResult
+    from exactverify.ir import Dense, Network, ReLU
+    from exactverify.queries.polish import nearest_to_switching, pattern_bounds
+
+    network = Network((4,), (Dense(np.eye(4), np.zeros(4)), ReLU(), Dense(np.eye(4)[:2], np.zeros(2))))
+    low = [torch.tensor([[-1.0, -1.0, -1.0, -1.0]]), torch.tensor([[-1.0, -10.0, 0.5, -1.0]]),
+           torch.tensor([[0.0, 0.0, 0.5, 0.0]]), torch.tensor([[-1.0, -1.0]])]
+    up = [torch.tensor([[1.0, 1.0, 1.0, 1.0]]), torch.tensor([[1.0, 10.0, 2.0, 1.0]]),
+          torch.tensor([[1.0, 10.0, 2.0, 1.0]]), torch.tensor([[1.0, 10.0]])]
+    net_bounds = BoundsResult(network, "test", tuple(low), tuple(up))
+    values = [None, np.array([0.3, -0.5, 0.6, -0.2]), None]
+    # relative distance to 0: 0.15, 0.025, (stable), 0.1
+    masks = nearest_to_switching(net_bounds, values, 2)
+    assert masks[0] is None and masks[2] is None
+    assert masks[1].tolist() == [False, True, False, True]
+    assert nearest_to_switching(net_bounds, values, 10)[1].tolist() == [True, True, False, True]
+    assert not nearest_to_switching(net_bounds, values, 0)[1].any()
+    fixed = pattern_bounds(net_bounds, values, 0.0, masks)
+    assert fixed.lower[1][0].tolist() == [0.0, -10.0, 0.5, -1.0]  # neuron 0 pinned active, 1 and 3 free
+    assert fixed.upper[1][0].tolist() == [1.0, 10.0, 2.0, 1.0]
