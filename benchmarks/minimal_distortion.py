@@ -114,6 +114,9 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default="minimal_distortion")
     parser.add_argument("--configs", choices=("all", "main", "fast"), default="all",
                         help="main/fast: only that configuration, no comparison configurations")
+    parser.add_argument("--unproved-in", default=None, metavar="NAME",
+                        help="only the queries that results/NAME.jsonl did not prove optimal (a rerun of the "
+                             "hard ones after an engine change)")
     args = parser.parse_args(argv)
 
     from exactverify import zoo
@@ -127,6 +130,11 @@ def main(argv=None) -> int:
     predictions = network.forward(torch.as_tensor(x_test[:200])).argmax(1).numpy()
     indices = [i for i in range(200) if predictions[i] == y_test[i]][: args.images]
     jobs = plan(args, x_test, y_test, indices)
+    if args.unproved_in:
+        earlier = [json.loads(line) for line in (RESULTS / f"{args.unproved_in}.jsonl").read_text().splitlines()
+                   if line.strip()]
+        proved = {_key(row) for row in earlier if row["status"] == "optimal"}
+        jobs = [j for j in jobs if _key(j) not in proved]
 
     RESULTS.mkdir(exist_ok=True)
     journal = RESULTS / f"{args.name}.jsonl"
