@@ -6,8 +6,11 @@ pattern (bounds ``[max(l, 0), u]`` for the active ones, ``[l, min(u, 0)]`` for t
 ones) has no binaries: an LP that finds the smallest distortion within that linear region.
 Neurons within ``FREE_TOLERANCE`` of 0 keep their binaries (a handful), so the solver may
 cross into the regions next to the point; a round's optimum usually lies where some
-pre-activations are 0, so the next round frees those. Each round's point is re-checked
-like every counterexample; a round that does not improve ends the polish.
+pre-activations are 0, so the next round frees those. Once a round finds nothing better,
+the next ones free the unstable neurons nearest to switching as well (8, then 16): a MILP
+over the regions around the point that may cross to a better one. Each round's point is
+re-checked like every counterexample; the polish ends when the widest round finds nothing
+better, when a round times out, or after ``POLISH_BUDGET`` seconds.
 
 Attacks leave a 10-30% gap to the minimal L1 distortion on MNIST; the polished point is
 the upper bound the search starts from, so fewer exact calls are needed to close it.
