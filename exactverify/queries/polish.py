@@ -142,12 +142,12 @@ def polish(query: Query, finding, *, backend: str = "scip", bounds_method: str =
         return finding
     best = finding
     free_count = 0
-    stop = None if deadline is None else time.perf_counter() + POLISH_BUDGET
+    stop = time.perf_counter() + POLISH_BUDGET
     if deadline is not None:
         stop = min(stop, deadline)
     for _ in range(rounds):
-        left = None if stop is None else stop - time.perf_counter()
-        if left is not None and left <= 0.05:
+        left = stop - time.perf_counter()
+        if left <= 0.05:
             break
         tick = time.perf_counter()
         radius = float(best.distortion) * (1 + RADIUS_SLACK)
@@ -164,8 +164,7 @@ def polish(query: Query, finding, *, backend: str = "scip", bounds_method: str =
             log.debug("polish encoding failed: %s", exc)
             break
         solver.set_objective([encoding.distortion], [1.0], minimize=True)
-        limit = WIDE_TIME_LIMIT if free_count else POLISH_TIME_LIMIT
-        limit = limit if left is None else max(min(limit, left), 0.05)
+        limit = max(min(WIDE_TIME_LIMIT if free_count else POLISH_TIME_LIMIT, left), 0.05)
         options = {}
         if free_count and "cutoff" in getattr(solver, "OPTIONS", ()):
             options["cutoff"] = float(best.distortion) * (1 - MIN_IMPROVEMENT)  # only better points
