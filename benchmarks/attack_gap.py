@@ -48,7 +48,8 @@ ENDED = ("optimal",)
 #: Attack queries are batched and do not watch a clock; their own (generous) limit only sets
 #: the campaign's hard-kill watchdog.
 ATTACK_TIME_LIMIT = 900.0
-#: Images whose adversarial points are kept in the store for the pictures (rounded to 1e-6).
+#: Images whose adversarial perturbations (point - image, rounded to 1e-6) are kept in the store
+#: for the pictures; the MNIST image itself is never stored (it is read from ../shared again).
 FIGURE_IMAGES = 2
 POINT_DIGITS = 6
 #: Carlini, Katz, Barrett, Dill (2017), "Provably minimally-distorted adversarial examples".
@@ -85,10 +86,12 @@ def _test_set() -> tuple[np.ndarray, np.ndarray]:
     return x_test, y_test
 
 
-def _rounded(point) -> list[float] | None:
+def _perturbation(point, image: np.ndarray) -> list[float] | None:
+    """``point - image``, flat and rounded: what the pictures need, without the MNIST image."""
     if point is None:
         return None
-    return [round(float(v), POINT_DIGITS) for v in np.asarray(point).reshape(-1)]
+    delta = np.asarray(point, dtype=np.float64).reshape(-1) - np.asarray(image, dtype=np.float64).reshape(-1)
+    return [round(float(v), POINT_DIGITS) for v in delta]
 
 
 def _exact(query: dict) -> dict:
@@ -106,7 +109,7 @@ def _exact(query: dict) -> dict:
     row["engine_attack"] = row.pop("attack_distortion")
     row.pop("history")
     if query.get("keep_point"):
-        row["point"] = _rounded(result.counterexample)
+        row["delta"] = _perturbation(result.counterexample, x_test[image])
     return row
 
 
@@ -135,10 +138,10 @@ def _attack(query: dict) -> dict:
         raise ValueError(f"attack must be one of cw_linf, ead, fgm, pgd, got {name!r}")
     distortion = [float(d) if math.isfinite(float(d)) else None for d in result.distortion]
     keep = set(int(i) for i in query.get("keep_images", []))
-    points = {f"{i}/{t}": _rounded(result.points[k]) for k, (i, t) in enumerate(pairs)
+    deltas = {f"{i}/{t}": _perturbation(result.points[k], x_test[i]) for k, (i, t) in enumerate(pairs)
               if i in keep and bool(result.success[k])}
     return {"status": "done", "attack": name, "norm": result.norm, "distortion": distortion,
-            "success": [bool(s) for s in result.success], "points": points,
+            "success": [bool(s) for s in result.success], "deltas": deltas,
             "attack_seconds": time.perf_counter() - start}
 
 
@@ -476,22 +479,28 @@ def figures(rows: list[dict], records: list[dict], out_dir: Path) -> list[Path]:
     paths.append(path)
 
     x_test, _ = _test_set()
+
+    def point(image: int, delta) -> np.ndarray | None:
+        return None if delta is None else x_test[image].reshape(-1) + np.asarray(delta)
+
     exact_points = {(r["query"]["network"], r["query"]["norm"], r["query"]["image"], r["query"]["target"]):
-                    (r.get("result") or {}).get("point") for r in records if r["query"]["kind"] == "exact"}
+                    point(r["query"]["image"], (r.get("result") or {}).get("delta"))
+                    for r in records if r["query"]["kind"] == "exact"}
     cw_points = {}
     for r in records:
         q = r["query"]
         if q["kind"] == "attack" and q["attack"] in ("cw_linf", "ead") and r["status"] == "done":
-            for key, point in r["result"]["points"].items():
+            for key, delta in r["result"].get("deltas", {}).items():
                 image, target = (int(v) for v in key.split("/"))
-                cw_points[(q["network"], q["norm"], image, target)] = point
+                cw_points[(q["network"], q["norm"], image, target)] = point(image, delta)
     for network in NETWORKS:
         chosen = []
         for image in sorted({r["image"] for r in rows})[:FIGURE_IMAGES]:
             for norm in NORMS:
                 cands = [r for r in rows if r["network"] == network and r["norm"] == norm and r["image"] == image
-                         and r["upper"] is not None and exact_points.get((network, norm, image, r["target"]))
-                         and cw_points.get((network, norm, image, r["target"]))]
+                         and r["upper"] is not None
+                         and exact_points.get((network, norm, image, r["target"])) is not None
+                         and cw_points.get((network, norm, image, r["target"])) is not None]
                 if cands:
                     chosen.append(min(cands, key=lambda r: (r["status"] not in ENDED, r["upper"])))
         if not chosen:
