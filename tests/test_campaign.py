@@ -327,3 +327,39 @@ def test_command_line_run_and_summary(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)[0]["n_unknown"] == 2
     with pytest.raises(InvalidInputError, match="needs 'model'"):
         verify_task({"eps": 0.1})
+
+
+def test_rerun_replaces_selected_records_and_keeps_the_rest(tmp_path):
+    store = tmp_path / "store.jsonl"
+    queries = [{"id": f"t{n}", "kind": "toy", "n": n} for n in range(8)]
+    first = run_campaign(queries, WORKER, store, time_limit=1.0, progress=False)
+    unended = {r["id"] for r in first if r["status"] == "unknown"}
+    assert unended == {"t0", "t4"}  # toy: n % 4 == 0 ends "unknown"
+    before = {json.loads(line)["id"]: line for line in lines(store)}
+
+    def longer(record):
+        return record["status"] == "unknown" and record["time_limit"] < 2.0
+
+    again = run_campaign(queries, WORKER, store, time_limit=2.0, rerun=longer, progress=False)
+    after = {json.loads(line)["id"]: line for line in lines(store)}
+    assert len(lines(store)) == len(queries) and set(after) == {q["id"] for q in queries}
+    assert all(after[key] == before[key] for key in after if key not in unended)
+    assert all(after[key] != before[key] for key in unended)
+    assert {r["id"]: r["time_limit"] for r in again} == {q["id"]: 2.0 if q["id"] in unended else 1.0 for q in queries}
+    # The predicate is false for the new records: a resume changes nothing.
+    snapshot = store.read_bytes()
+    run_campaign(queries, WORKER, store, time_limit=2.0, rerun=longer, progress=False)
+    assert store.read_bytes() == snapshot
+
+
+def test_replace_is_atomic_and_needs_a_stored_id(tmp_path):
+    store = tmp_path / "store.jsonl"
+    with ResultStore(store) as opened:
+        opened.append({"id": "a", "value": 1})
+        opened.append({"id": "b", "value": 2})
+        opened.replace({"id": "a", "value": 3})
+        with pytest.raises(StoreError, match="'c' is not stored"):
+            opened.replace({"id": "c", "value": 4})
+        opened.append({"id": "c", "value": 5})
+    assert [(r["id"], r["value"]) for r in load_results(store)] == [("b", 2), ("a", 3), ("c", 5)]
+    assert not (tmp_path / "store.jsonl.tmp").exists()

@@ -124,6 +124,7 @@ def run_campaign(queries: Sequence[dict], worker: Callable[[dict], dict] | str, 
                  workers: int = 2, time_limit: float | None = None,
                  hard_timeout_factor: float = DEFAULT_HARD_TIMEOUT_FACTOR,
                  hard_timeout_grace: float = DEFAULT_HARD_TIMEOUT_GRACE, retry_failed: bool = False,
+                 rerun: Callable[[dict], bool] | None = None,
                  crash_retries: int = DEFAULT_CRASH_RETRIES, progress: bool = True,
                  start_method: str = DEFAULT_START_METHOD) -> list[dict]:
     """Run ``worker(query)`` for every query not yet in ``store``; returns all records in query order.
@@ -136,7 +137,12 @@ def run_campaign(queries: Sequence[dict], worker: Callable[[dict], dict] | str, 
     query recorded ``"killed"`` (no bounds; without a limit there is no watchdog); an
     exception is recorded ``"error"`` with its message; a worker process that dies is
     retried ``crash_retries`` times, then recorded ``"crashed"``. Records with these
-    statuses are kept on resume unless ``retry_failed``. On SIGINT/SIGTERM the workers are
+    statuses are kept on resume unless ``retry_failed``. ``rerun(record)`` picks further
+    stored records to run again (e.g. anytime results that ended ``unknown`` under a shorter
+    limit); each old record stays until its new one replaces it (one atomic rewrite), so an
+    interruption loses neither and every id stays stored once. Make ``rerun`` false for the
+    new records (compare their ``time_limit``), or a resumed run repeats them.
+    On SIGINT/SIGTERM the workers are
     stopped, in-flight queries dropped (they run on the next resume) and
     ``KeyboardInterrupt`` raised; records already stored stay untouched.
     """
@@ -152,9 +158,11 @@ def run_campaign(queries: Sequence[dict], worker: Callable[[dict], dict] | str, 
         if retry_failed:
             opened.drop(key for key, _ in keyed
                         if opened.records.get(key, {}).get("status") in FAILED_STATUSES)
+        again = set() if rerun is None else {key for key, _ in keyed
+                                             if key in opened.records and rerun(opened.records[key])}
         todo, limits = [], {}
         for key, query in keyed:
-            if key in opened.records:
+            if key in opened.records and key not in again:
                 continue
             limit = query.get("time_limit", time_limit)
             limits[key] = limit
@@ -162,12 +170,16 @@ def run_campaign(queries: Sequence[dict], worker: Callable[[dict], dict] | str, 
             hard = None if limit is None else float(limit) * hard_timeout_factor + hard_timeout_grace
             todo.append(Task(key, payload, hard))
         queries_by_key = dict(keyed)
-        counts = Counter(opened.records[key]["status"] for key, _ in keyed if key in opened.records)
+        counts = Counter(opened.records[key]["status"] for key, _ in keyed
+                         if key in opened.records and key not in again)
         bar = _progress(len(keyed), len(keyed) - len(todo), Path(store).name, progress)
 
         def report(outcome: Outcome) -> None:
             record = _record(outcome.key, queries_by_key[outcome.key], limits[outcome.key], outcome)
-            opened.append(record)
+            if outcome.key in opened.records:
+                opened.replace(record)
+            else:
+                opened.append(record)
             counts[record["status"]] += 1
             if bar is not None:
                 bar.update(1)

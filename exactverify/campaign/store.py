@@ -192,18 +192,32 @@ class ResultStore:
         ids = {str(i) for i in ids} & set(self.records)
         if not ids:
             return
-        keep = [key for key in self.lines if key not in ids]
+        self._rewrite([key for key in self.lines if key not in ids], b"")
+        for key in ids:
+            del self.records[key], self.lines[key]
+
+    def replace(self, record: Mapping) -> bytes:
+        """Put ``record`` in place of the stored one with its id, by one atomic rewrite: a
+        crash leaves either the old record or the new one, never neither."""
+        key = str(record["id"])
+        if key not in self.records:
+            raise StoreError(f"{self.path}: id {key!r} is not stored, nothing to replace")
+        line = encode_record(record)
+        self._rewrite([k for k in self.lines if k != key], line)
+        del self.lines[key]  # the new line goes last, as in the file
+        self.records[key], self.lines[key] = json.loads(line), line
+        return line
+
+    def _rewrite(self, keep: list[str], tail: bytes) -> None:
         temp = self.path.with_name(self.path.name + ".tmp")
         with open(temp, "wb") as handle:
-            handle.write(b"".join(self.lines[key] for key in keep))
+            handle.write(b"".join(self.lines[key] for key in keep) + tail)
             handle.flush()
             os.fsync(handle.fileno())
         os.close(self._fd)
         os.replace(temp, self.path)
         _fsync_dir(self.path.parent)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        for key in ids:
-            del self.records[key], self.lines[key]
 
     def close(self) -> None:
         for name in ("_fd", "_lock_fd"):
