@@ -227,15 +227,6 @@ def plan(images: list[int], targets_per_image: int | None, args) -> tuple[list[d
     return exact, batched
 
 
-def unended_under(limit: float):
-    """Campaign ``rerun`` predicate: exact queries that did not end under a limit below ``limit``."""
-    def rerun(record: dict) -> bool:
-        ran_under = record.get("time_limit")
-        return (record["query"]["kind"] == "exact" and record["status"] not in ENDED
-                and ran_under is not None and ran_under < limit)
-    return rerun
-
-
 # ---------------------------------------------------------------- report
 
 def merge(records: list[dict]) -> list[dict]:
@@ -588,7 +579,7 @@ def main(argv=None) -> int:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
 
     wait_for_modules(limit=0 if args.no_wait else POLL_LIMIT_SECONDS)
-    from exactverify.campaign import load_results, run_campaign
+    from exactverify.campaign import load_results, run_campaign, unknown_under
 
     images = choose_images(args.images)
     exact, batched = plan(images, args.targets, args)
@@ -598,7 +589,7 @@ def main(argv=None) -> int:
         # attacks first: they are few, batched and quick, and the exact queries then fill both workers
         # one pool: the few batched attacks first (they carry their own limit), then the exact queries
         run_campaign(batched + exact, "attack_gap:worker", args.store, workers=args.workers,
-                     time_limit=args.time_limit, rerun=unended_under(args.time_limit) if args.extend_unended else None)
+                     time_limit=args.time_limit, rerun=unknown_under(args.time_limit) if args.extend_unended else None)
         elapsed["campaign_s"] = time.perf_counter() - tick
     stored = load_results(args.store)
     stored = stored if isinstance(stored, dict) else {r["id"]: r for r in stored}

@@ -31,6 +31,7 @@ from exactverify.campaign import (
     repair_store,
     results_table,
     run_campaign,
+    unknown_under,
 )
 from exactverify.campaign.store import ResultStore
 
@@ -325,6 +326,18 @@ def test_command_line_run_and_summary(tmp_path, capsys):
     assert "optimal      1          1" in capsys.readouterr().out
     assert handle_campaign(parser.parse_args(["campaign", "summary", str(store), "--json"])) == 0
     assert json.loads(capsys.readouterr().out)[0]["n_unknown"] == 2
+    with pytest.raises(InvalidInputError, match="--extend-unknown needs --time-limit"):
+        handle_campaign(parser.parse_args(argv + ["--extend-unknown"]))
+    # Stored without a limit: nothing is "unknown under a shorter limit", so nothing reruns.
+    before = store.read_bytes()
+    assert handle_campaign(parser.parse_args(argv + ["--extend-unknown", "--time-limit", "5"])) == 0
+    assert store.read_bytes() == before
+    timed = tmp_path / "timed.jsonl"
+    argv[argv.index(str(store))] = str(timed)
+    assert handle_campaign(parser.parse_args(argv + ["--time-limit", "1"])) == 0
+    assert handle_campaign(parser.parse_args(argv + ["--extend-unknown", "--time-limit", "5"])) == 0
+    limits = {r["id"]: (r["status"], r["time_limit"]) for r in load_results(timed)}
+    assert limits == {"t0": ("unknown", 5.0), "t1": ("optimal", 1.0), "t4": ("unknown", 5.0)}
     with pytest.raises(InvalidInputError, match="needs 'model'"):
         verify_task({"eps": 0.1})
 
@@ -337,9 +350,8 @@ def test_rerun_replaces_selected_records_and_keeps_the_rest(tmp_path):
     assert unended == {"t0", "t4"}  # toy: n % 4 == 0 ends "unknown"
     before = {json.loads(line)["id"]: line for line in lines(store)}
 
-    def longer(record):
-        return record["status"] == "unknown" and record["time_limit"] < 2.0
-
+    longer = unknown_under(2.0)
+    assert not longer({"status": "unknown", "time_limit": 2.0}) and not longer({"status": "killed", "time_limit": 1})
     again = run_campaign(queries, WORKER, store, time_limit=2.0, rerun=longer, progress=False)
     after = {json.loads(line)["id"]: line for line in lines(store)}
     assert len(lines(store)) == len(queries) and set(after) == {q["id"] for q in queries}

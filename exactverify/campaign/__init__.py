@@ -14,6 +14,7 @@ from .runner import (
     FAILED_STATUSES,
     query_id,
     run_campaign,
+    unknown_under,
 )
 from .store import StoreError, TornRecordWarning, encode_record, load_results, repair_store
 from .summary import format_table, results_table
@@ -21,5 +22,5 @@ from .summary import format_table, results_table
 __all__ = [
     "CampaignError", "DEFAULT_CRASH_RETRIES", "DEFAULT_HARD_TIMEOUT_FACTOR", "DEFAULT_HARD_TIMEOUT_GRACE",
     "FAILED_STATUSES", "StoreError", "TornRecordWarning", "encode_record", "format_table", "load_results",
-    "query_id", "repair_store", "results_table", "run_campaign",
+    "query_id", "repair_store", "results_table", "run_campaign", "unknown_under",
 ]

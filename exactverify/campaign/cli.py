@@ -12,7 +12,13 @@ import sys
 from pathlib import Path
 
 from ..errors import InvalidInputError
-from .runner import DEFAULT_CRASH_RETRIES, DEFAULT_HARD_TIMEOUT_FACTOR, DEFAULT_HARD_TIMEOUT_GRACE, run_campaign
+from .runner import (
+    DEFAULT_CRASH_RETRIES,
+    DEFAULT_HARD_TIMEOUT_FACTOR,
+    DEFAULT_HARD_TIMEOUT_GRACE,
+    run_campaign,
+    unknown_under,
+)
 from .store import load_results
 from .summary import format_table, results_table
 
@@ -34,6 +40,9 @@ def add_campaign_parser(sub) -> argparse.ArgumentParser:
     run.add_argument("--hard-timeout-grace", type=float, default=DEFAULT_HARD_TIMEOUT_GRACE, help="seconds")
     run.add_argument("--crash-retries", type=int, default=DEFAULT_CRASH_RETRIES)
     run.add_argument("--retry-failed", action="store_true", help="rerun queries stored as error/killed/crashed")
+    run.add_argument("--extend-unknown", action="store_true",
+                     help="rerun queries stored as unknown under a shorter limit than --time-limit "
+                          "(each new record replaces its old one)")
     run.add_argument("--by", nargs="*", default=[], help="summary grouping keys printed at the end")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     summary = actions.add_parser("summary", help="counts by status and times per group of a store")
@@ -61,12 +70,15 @@ def handle_campaign(args: argparse.Namespace) -> int:
         rows = results_table(load_results(args.store), by=args.by)
         print(json.dumps(rows, indent=1) if args.json_out else format_table(rows))
         return 0
+    if args.extend_unknown and args.time_limit is None:
+        raise InvalidInputError("--extend-unknown needs --time-limit (the longer limit to rerun unknown queries with)")
     queries = read_queries(args.queries)
     try:
         records = run_campaign(
             queries, args.worker or TASKS[args.task], args.store, workers=args.workers, time_limit=args.time_limit,
             hard_timeout_factor=args.hard_timeout_factor, hard_timeout_grace=args.hard_timeout_grace,
             retry_failed=args.retry_failed, crash_retries=args.crash_retries, progress=not args.quiet,
+            rerun=unknown_under(args.time_limit) if args.extend_unknown else None,
         )
     except KeyboardInterrupt as exc:
         print(f"exactverify: {exc or 'interrupted'}", file=sys.stderr)

@@ -40,6 +40,19 @@ def query_id(query: dict) -> str:
     return "q-" + hashlib.sha256(dumps(query).encode()).hexdigest()[:16]
 
 
+def unknown_under(limit: float) -> Callable[[dict], bool]:
+    """A ``rerun`` predicate for :func:`run_campaign`: the records that ended ``"unknown"`` (an
+    anytime query that ran out of time) under a time limit below ``limit``. It is false for
+    the records a rerun writes, so resuming an interrupted rerun repeats nothing."""
+    limit = float(limit)
+
+    def rerun(record: dict) -> bool:
+        ran_under = record.get("time_limit")
+        return record.get("status") == "unknown" and ran_under is not None and float(ran_under) < limit
+
+    return rerun
+
+
 def _check_queries(queries) -> list[tuple[str, dict]]:
     if isinstance(queries, (str, bytes, dict)) or not isinstance(queries, Sequence):
         raise InvalidInputError(f"queries must be a sequence of dicts, got {type(queries).__name__}")
