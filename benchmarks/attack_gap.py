@@ -564,7 +564,7 @@ def main(argv=None) -> int:
     parser.add_argument("--report-only", action="store_true", help="only summarise what the store holds")
     parser.add_argument("--no-wait", action="store_true", help="fail at once if the modules are missing")
     parser.add_argument("--extend-unended", action="store_true",
-                        help="rerun the exact queries that did not end under a shorter limit than --time-limit "
+                        help="rerun the exact queries that ended unknown under a shorter limit than --time-limit "
                              "(each new record replaces the old one; the report gives the limit of every row)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -586,7 +586,6 @@ def main(argv=None) -> int:
     elapsed = {}
     if not args.report_only:
         tick = time.perf_counter()
-        # attacks first: they are few, batched and quick, and the exact queries then fill both workers
         # one pool: the few batched attacks first (they carry their own limit), then the exact queries
         run_campaign(batched + exact, "attack_gap:worker", args.store, workers=args.workers,
                      time_limit=args.time_limit, rerun=unknown_under(args.time_limit) if args.extend_unended else None)

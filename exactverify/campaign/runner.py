@@ -152,8 +152,8 @@ def run_campaign(queries: Sequence[dict], worker: Callable[[dict], dict] | str, 
     retried ``crash_retries`` times, then recorded ``"crashed"``. Records with these
     statuses are kept on resume unless ``retry_failed``. ``rerun(record)`` picks further
     stored records to run again (e.g. anytime results that ended ``unknown`` under a shorter
-    limit); each old record stays until its new one replaces it (one atomic rewrite), so an
-    interruption loses neither and every id stays stored once. Make ``rerun`` false for the
+    limit, :func:`unknown_under`). A record run again stays until its new one replaces it (one
+    atomic rewrite), so an interruption loses neither and every id stays stored once. Make ``rerun`` false for the
     new records (compare their ``time_limit``), or a resumed run repeats them.
     On SIGINT/SIGTERM the workers are
     stopped, in-flight queries dropped (they run on the next resume) and
@@ -168,11 +168,11 @@ def run_campaign(queries: Sequence[dict], worker: Callable[[dict], dict] | str, 
             if stored is not None and stored.get("query") != query:
                 raise InvalidInputError(f"query id {key!r} is stored with other parameters in {opened.path}: "
                                         f"stored {stored.get('query')!r}, given {query!r}")
-        if retry_failed:
-            opened.drop(key for key, _ in keyed
-                        if opened.records.get(key, {}).get("status") in FAILED_STATUSES)
-        again = set() if rerun is None else {key for key, _ in keyed
-                                             if key in opened.records and rerun(opened.records[key])}
+        def run_again(record: dict) -> bool:
+            return ((retry_failed and record.get("status") in FAILED_STATUSES)
+                    or (rerun is not None and rerun(record)))
+
+        again = {key for key, _ in keyed if key in opened.records and run_again(opened.records[key])}
         todo, limits = [], {}
         for key, query in keyed:
             if key in opened.records and key not in again:

@@ -6,7 +6,8 @@ followed by ``fsync`` is durable, never rewrites earlier records (they stay byte
 across resumes), and the file can be read, grepped and diffed without a library. The one
 failure mode, a crash in the middle of an append, can only tear the *last* line: it then
 lacks its newline (or does not parse) and is detected, ignored on load and cut off by
-:func:`repair_store` before the next append.
+:func:`repair_store` before the next append. Replacing a record (a query run again) is the
+one rewrite: temp file, fsync, rename, the other lines copied byte for byte.
 
 A writer holds an exclusive ``flock`` on ``<store>.lock`` (a sidecar, because a rewrite
 replaces the store's inode), so two campaigns never append to one store at once.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
 
@@ -185,16 +186,6 @@ class ResultStore:
         os.fsync(self._fd)
         self.records[key], self.lines[key] = json.loads(line), line
         return line
-
-    def drop(self, ids: Iterable[str]) -> None:
-        """Remove the records ``ids`` by an atomic rewrite (temp file, fsync, rename); the
-        other lines are copied byte for byte."""
-        ids = {str(i) for i in ids} & set(self.records)
-        if not ids:
-            return
-        self._rewrite([key for key in self.lines if key not in ids], b"")
-        for key in ids:
-            del self.records[key], self.lines[key]
 
     def replace(self, record: Mapping) -> bytes:
         """Put ``record`` in place of the stored one with its id, by one atomic rewrite: a
