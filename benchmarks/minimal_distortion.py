@@ -94,6 +94,9 @@ def plan(args, images: np.ndarray, labels: np.ndarray, indices: list[int]) -> li
 def merge_journals(names: list[str]) -> list[dict]:
     """The latest row per query over ``results/NAME.jsonl`` (later names win), each tagged with its journal."""
     latest: dict[tuple, dict] = {}
+    missing = [name for name in names if not (RESULTS / f"{name}.jsonl").is_file()]
+    if missing:
+        raise SystemExit(f"--report-from: no journal results/NAME.jsonl for {missing}")
     for name in names:
         for line in (RESULTS / f"{name}.jsonl").read_text().splitlines():
             if line.strip():
