@@ -52,6 +52,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("scip", "ortools", "z3"), default="scip")
     parser.add_argument("--bounds", choices=BOUND_METHODS, default="crown")
     parser.add_argument("--time-limit", type=float, default=None, help="seconds for the whole query")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="split each decision MILP into ReLU-phase sub-domains solved by this many threads")
     parser.add_argument("--json", dest="json_out", help="write the result as JSON to this file ('-' = stdout)")
 
 
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         domain = tuple(args.domain) if args.domain else builtin_domain
         x = _input(args)
         common = dict(norm=args.norm, target=args.target, label=args.label, domain=domain, backend=args.backend,
-                      bounds_method=args.bounds, time_limit=args.time_limit, model=module)
+                      bounds_method=args.bounds, time_limit=args.time_limit, model=module, threads=args.threads)
         if args.command == "verify":
             verdict = verify(network, x, args.eps, **common)
             _emit(verdict.to_dict(), args.json_out, f"{verdict.status.value}: {verdict.reason}")

@@ -1,6 +1,8 @@
 """SCIP through pyscipopt: the default backend.
 
 SCIP solves sequentially: ``threads`` is accepted for interface compatibility and ignored.
+A solve releases the GIL, so models in several Python threads solve in parallel
+(:mod:`exactverify.queries.split`), and :meth:`ScipBackend.interrupt` stops one from another thread.
 Solve options: ``gap`` (relative MIP gap, default 0: prove optimality), ``feastol``
 (primal feasibility tolerance, default SCIP's 1e-6), ``verbose`` (show SCIP's log),
 ``params`` (dict of raw SCIP parameters, applied over :data:`DEFAULT_PARAMS`), ``cutoff``
@@ -57,6 +59,9 @@ def scip_version() -> str:
     model = pyscipopt.Model()
     return f"{model.getMajorVersion()}.{model.getMinorVersion()}.{model.getTechVersion()}"
 
+
+# Stages in which a solve can be interrupted.
+_RUNNING_STAGES = frozenset({pyscipopt.SCIP_STAGE.PRESOLVING, pyscipopt.SCIP_STAGE.SOLVING})
 
 # SCIP parameters this backend sets unless the ``params`` option overrides them (see above).
 DEFAULT_PARAMS: dict[str, object] = {
@@ -152,7 +157,7 @@ class ScipBackend(Backend):
             except Exception as exc:  # noqa: BLE001 - pyscipopt raises bare KeyError/LookupError
                 raise InvalidInputError(f"scip: option 'params' sets {key!r}={value!r}, rejected: {exc}") from exc
         try:
-            model.optimize()
+            model.optimizeNogil()  # releases the GIL: models in other threads solve meanwhile
             raw = str(model.getStatus())
             if raw == "inforunbd":
                 raw = self._disambiguate(time_limit, start)
@@ -160,6 +165,17 @@ class ScipBackend(Backend):
             return SolveResult(Status.ERROR, f"exception: {exc!r}", seconds=time.perf_counter() - start,
                                backend=self.name)
         return self._result(raw, time.perf_counter() - start)
+
+    def interrupt(self) -> bool:
+        """Ask a solve running in another thread to stop soon (status ``userinterrupt``);
+        False if it is not presolving or solving (not started yet, or done)."""
+        if self._model.getStage() not in _RUNNING_STAGES:
+            return False
+        try:
+            self._model.interruptSolve()
+        except Exception:  # noqa: BLE001 - it ended between the check and the call
+            return False
+        return True
 
     def _disambiguate(self, time_limit: float | None, start: float) -> str:
         """SCIP proved "infeasible or unbounded"; a zero-objective re-solve tells which."""
@@ -173,7 +189,7 @@ class ScipBackend(Backend):
             if left <= 0:
                 return "inforunbd"
             model.setParam("limits/time", left)
-        model.optimize()
+        model.optimizeNogil()
         status = model.getStatus()
         if status == "infeasible":
             return "infeasible"

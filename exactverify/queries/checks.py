@@ -94,6 +94,13 @@ def check_eps(eps, name: str = "eps") -> float:
     return value
 
 
+def check_threads(threads) -> int:
+    """``threads`` must be an int >= 1 (worker threads for split exact solves, :mod:`.split`)."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise InvalidInputError(f"threads must be an integer >= 1, got {threads!r}")
+    return threads
+
+
 def make_query(network, x, norm: str, target, label, domain, margin: float, model=None) -> Query:
     """Validate the arguments shared by every query entry point.
 

@@ -20,7 +20,7 @@ import time
 
 from ..errors import InvalidInputError
 from ..specs import DEFAULT_MARGIN
-from .checks import check_eps, make_query
+from .checks import check_eps, check_threads, make_query
 from .polish import polish
 from .results import DistortionResult, SolveRecord
 from .stages import ATTACK_TIME_SHARE, Finding, accept_point, attack, certified_radius, refine_attack, solve_exact
@@ -55,17 +55,20 @@ def upper_or(default: float, upper: float) -> float:
 def minimal_distortion(network, x, norm: str = "linf", target: int | None = None, *, label: int | None = None,
                        domain=None, method: str = "bisection", tol: float = 1e-3,
                        margin: float = DEFAULT_MARGIN, backend: str = "scip", bounds_method: str = "crown",
-                       time_limit: float | None = None, model=None) -> DistortionResult:
+                       time_limit: float | None = None, model=None, threads: int = 1) -> DistortionResult:
     """Bounds ``lower <= d* <= upper`` on the smallest ``norm`` distortion of ``x`` that makes
     the network misclassify it (as ``target``, if given) by at least ``margin``.
 
     ``counterexample`` is the re-checked point at distance ``upper``; ``history`` lists every
-    attack, bound pass and solver call. See :func:`exactverify.verify` for the arguments.
+    attack, bound pass and solver call. See :func:`exactverify.verify` for the arguments
+    (``threads`` splits each decision MILP of the bisection; direct minimisation and
+    polishing stay one MILP).
     """
     start = time.perf_counter()
     if method not in METHODS:
         raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")
     tol = check_eps(tol, "tol")
+    threads = check_threads(threads)
     if tol == 0:
         raise InvalidInputError("tol must be > 0")
     time_limit = check_options(backend, bounds_method, time_limit)
@@ -126,7 +129,7 @@ def minimal_distortion(network, x, norm: str = "linf", target: int | None = None
         if budget is not None and budget <= 0:
             return result(0.0, math.inf, None, "unknown", "time limit before any exact query")
         finding = solve_exact(query, search_max, time_limit=budget, minimise=(method == "direct"),
-                              known_lower=lower, **solve)
+                              known_lower=lower, threads=threads, **solve)
         if finding.outcome == "robust":
             if math.isfinite(eps_max):
                 return result(eps_max, math.inf, None, "no_counterexample",
@@ -179,7 +182,8 @@ def minimal_distortion(network, x, norm: str = "linf", target: int | None = None
                                        time.perf_counter() - tick))
         left = remaining()
         probe_limit = None if left is None else PROBE_TIME_SHARE * left if left > PROBE_TIME_FLOOR else left
-        finding = quick or solve_exact(query, probe, time_limit=probe_limit, minimise=False, **solve)
+        finding = quick or solve_exact(query, probe, time_limit=probe_limit, minimise=False, threads=threads,
+                                       **solve)
         if finding.outcome == "robust":
             lower, misses = probe, 0
         elif finding.outcome == "not_robust":

@@ -20,6 +20,7 @@ from ..regions import ball
 from ..specs import Conjunction, OutputSpec
 from .checks import REGION_TOLERANCE, Query, distance, excess, misclassified, project, recheck
 from .results import SolveRecord
+from .split import solve_split, split_depth, split_region, supports_split
 
 log = logging.getLogger(__name__)
 
@@ -200,11 +201,13 @@ def live_disjuncts(spec: OutputSpec, row_lower: np.ndarray) -> OutputSpec | None
 
 def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, time_limit: float | None,
                 minimise: bool, history: list[SolveRecord], encoder_options: dict | None = None,
-                known_lower: float = 0.0) -> Finding:
+                known_lower: float = 0.0, threads: int = 1) -> Finding:
     """Decide (or, with ``minimise``, minimise the distortion over) the eps-region exactly.
 
     ``known_lower`` is a proved lower bound on the minimal distortion (e.g. a certified
     radius); the minimising MILP gets it as a constraint, which helps its dual bound.
+    With ``threads > 1`` a decision is split into ReLU-phase sub-domains whose MILPs run
+    side by side (:mod:`.split`) where the network and backend allow it.
     """
     if time_limit is not None and time_limit <= 0:
         return Finding("unknown", "time limit reached before the exact solve")
@@ -222,6 +225,8 @@ def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, t
         time_limit = max(time_limit - (time.perf_counter() - start), 0.01)
     if backend == "z3" and not minimise:
         return _solve_smt(query, eps, live, net_bounds, time_limit, history)
+    if threads > 1 and not minimise and supports_split(query.network, backend):
+        return _solve_split(query, eps, live, net_bounds, backend, threads, time_limit, history, encoder_options)
     from encoders.backends import Status, make_backend
     from encoders.milp import encode_query
 
@@ -252,6 +257,21 @@ def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, t
             finding.reason += f" (solver stopped: {result.raw_status})"
         return finding
     return Finding("unknown", f"{backend} returned {result.status.value} ({result.raw_status})", lower_bound=lower)
+
+
+def _solve_split(query: Query, eps: float, spec: OutputSpec, net_bounds: BoundsResult, backend: str, threads: int,
+                 time_limit: float | None, history: list[SolveRecord], encoder_options: dict | None) -> Finding:
+    start = time.perf_counter()
+    domains, closed = split_region(query, spec, _with_spec_rows(query, spec), query.region(eps),
+                                   split_depth(threads), known=net_bounds)
+    history.append(SolveRecord("bounds", eps, "unknown" if domains else "robust", time.perf_counter() - start,
+                               raw_status=f"crown with ReLU splits: {len(domains)} sub-domains open, {closed} closed"))
+    if not domains:
+        return Finding("robust", "proved by CROWN bounds on every ReLU-split sub-domain")
+    if time_limit is not None:
+        time_limit = max(time_limit - (time.perf_counter() - start), 0.01)
+    return solve_split(query, eps, domains, backend=backend, threads=threads, time_limit=time_limit,
+                       history=history, encoder_options=encoder_options)
 
 
 def _solve_smt(query: Query, eps: float, spec: OutputSpec, net_bounds: BoundsResult,

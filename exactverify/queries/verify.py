@@ -6,7 +6,7 @@ import time
 
 from ..errors import InvalidInputError
 from ..specs import DEFAULT_MARGIN
-from .checks import BACKENDS, BOUND_METHODS, check_eps, make_query
+from .checks import BACKENDS, BOUND_METHODS, check_eps, check_threads, make_query
 from .results import SolveRecord, Verdict, VerdictStatus
 from .stages import ATTACK_TIME_SHARE, Finding, accept_point, attack, solve_exact
 
@@ -26,7 +26,7 @@ def check_options(backend: str, bounds_method: str, time_limit) -> float | None:
 
 def verify(network, x, eps, norm: str = "linf", target: int | None = None, *, label: int | None = None,
            domain=None, margin: float = DEFAULT_MARGIN, backend: str = "scip", bounds_method: str = "crown",
-           time_limit: float | None = None, model=None, attack_first: bool = True) -> Verdict:
+           time_limit: float | None = None, model=None, attack_first: bool = True, threads: int = 1) -> Verdict:
     """Decide whether every point within ``eps`` of ``x`` (norm ``linf``/``l1``, clipped to the
     domain) keeps the label (untargeted) or avoids class ``target`` (targeted).
 
@@ -36,14 +36,17 @@ def verify(network, x, eps, norm: str = "linf", target: int | None = None, *, la
     ``not_robust`` only with a counterexample that passed the re-check; otherwise ``unknown``.
     ``network`` may be a Network, a torch module or a model path; ``model`` an extra torch
     module to re-check counterexamples on (defaults to ``network`` when that is a module).
+    ``threads > 1`` splits the MILP into ReLU-phase sub-domains solved side by side
+    (SCIP, dense ReLU networks; :mod:`exactverify.queries.split`).
     """
     start = time.perf_counter()
     eps = check_eps(eps)
+    threads = check_threads(threads)
     time_limit = check_options(backend, bounds_method, time_limit)
     query = make_query(network, x, norm, target, label, domain, margin, model)
     history: list[SolveRecord] = []
 
-    finding = _decide(query, eps, backend, bounds_method, time_limit, attack_first, history)
+    finding = _decide(query, eps, backend, bounds_method, time_limit, attack_first, history, threads)
     return Verdict(
         status=VerdictStatus(finding.outcome), reason=finding.reason, label=query.label, target=query.target,
         eps=eps, norm=norm, counterexample=finding.point if finding.outcome == "not_robust" else None,
@@ -53,7 +56,7 @@ def verify(network, x, eps, norm: str = "linf", target: int | None = None, *, la
     )
 
 
-def _decide(query, eps, backend, bounds_method, time_limit, attack_first, history) -> Finding:
+def _decide(query, eps, backend, bounds_method, time_limit, attack_first, history, threads=1) -> Finding:
     start = time.perf_counter()
     centre = accept_point(query, query.x, eps, "centre")
     if centre.outcome == "not_robust":
@@ -69,4 +72,4 @@ def _decide(query, eps, backend, bounds_method, time_limit, attack_first, histor
             return found
     remaining = None if time_limit is None else max(time_limit - (time.perf_counter() - start), 0.01)
     return solve_exact(query, eps, backend=backend, bounds_method=bounds_method, time_limit=remaining,
-                       minimise=False, history=history)
+                       minimise=False, history=history, threads=threads)

@@ -9,10 +9,8 @@ optimised slopes and split multipliers (beta). A sub-domain is closed when every
 disjunct of the output spec has a row with a positive lower bound, or when its splits
 contradict each other (its bounds cross: it holds no point).
 
-Branching (one neuron per sub-domain): BaBSR's intercept score. Back-substituting a spec
-row, an unstable neuron whose coefficient ``lam`` is negative takes CROWN's upper chord,
-whose intercept ``-u l / (u - l)`` costs ``-lam * intercept`` in the bound; splitting it
-recovers that. Scores are summed over the rows of the live disjuncts.
+Branching (one neuron per sub-domain): BaBSR's intercept score over the rows of the live
+disjuncts (:mod:`exactverify.bounds.branching`).
 """
 
 from __future__ import annotations
@@ -25,6 +23,7 @@ import numpy as np
 import torch
 
 from ..bounds.alpha import alpha_bounds, alpha_output_lower
+from ..bounds.branching import branch_scores, choose_branch, split_children
 from ..bounds.crown import crown_bounds, empty_subdomains
 from ..ir import Dense, Flatten, Network, ReLU, Reshape
 from ..regions import box
@@ -38,9 +37,6 @@ ITERATIONS = 10
 EXHAUSTED_ITERATIONS = 300
 #: Open sub-domains kept at most; beyond it the search stops ("open"), bounding memory.
 MAX_OPEN_DOMAINS = 100_000
-#: Weight of ``|lam| * (u - l)`` added to the intercept score, so that an unstable neuron
-#: with only positive coefficients (no intercept paid) can still be chosen.
-TIE_BREAK = 1e-3
 
 
 @dataclass
@@ -64,42 +60,6 @@ def refuted_disjuncts(row_lower: torch.Tensor, owner: np.ndarray, count: int) ->
     """(B, count) bool: disjunct k is unreachable in region b (some row has a positive lower bound)."""
     positive = row_lower > 0
     return torch.stack([positive[:, torch.as_tensor(owner == k)].any(1) for k in range(count)], 1)
-
-
-def branch_scores(network: Network, lowers, uppers, live_rows: torch.Tensor) -> dict[int, torch.Tensor]:
-    """Per value index entering a ReLU: (B, n) branching scores (0 for stable or split neurons).
-
-    ``live_rows`` (B, R) bool marks the output rows whose bounds still matter."""
-    batch = live_rows.shape[0]
-    coef = torch.diag_embed(live_rows.to(lowers[-1].dtype))  # (B, R, R)
-    scores: dict[int, torch.Tensor] = {}
-    for i in range(len(network.layers) - 1, -1, -1):
-        layer = network.layers[i]
-        if isinstance(layer, Dense):
-            coef = coef @ layer.tensor("weight", coef)
-        elif isinstance(layer, ReLU):
-            low = lowers[i].reshape(batch, 1, -1)
-            up = uppers[i].reshape(batch, 1, -1)
-            unstable = (low < 0) & (up > 0)
-            width = torch.where(unstable, up - low, torch.ones_like(up))
-            chord = torch.where(unstable, up / width, (low >= 0).to(up.dtype))
-            intercept = torch.where(unstable, -up * low / width, torch.zeros_like(up))
-            tie_break = TIE_BREAK * (coef.abs() * torch.where(unstable, up - low, torch.zeros_like(up))).sum(1)
-            scores[i] = ((-coef).clamp_min(0) * intercept).sum(1) + tie_break
-            lower_slope = torch.where(unstable, (up > -low).to(up.dtype), (low >= 0).to(up.dtype))
-            coef = coef * torch.where(coef >= 0, lower_slope, chord)
-    return scores
-
-
-def _choose(scores: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per domain: (value index, neuron, found) of the best-scoring neuron over all layers."""
-    keys = sorted(scores)
-    best = torch.stack([scores[k].max(1).values for k in keys], 1)  # (B, layers)
-    arg = torch.stack([scores[k].argmax(1) for k in keys], 1)
-    layer_pick = best.argmax(1)
-    neuron = arg.gather(1, layer_pick[:, None])[:, 0]
-    found = best.max(1).values > 0
-    return torch.as_tensor(keys)[layer_pick], neuron, found
 
 
 def _size(splits: dict) -> int:
@@ -165,7 +125,7 @@ def relu_split_search(network: Network, owner: np.ndarray, disjuncts: int, lower
             continue
         live_rows = ~refuted[keep][:, torch.as_tensor(owner)]
         scores = branch_scores(network, [t[keep] for t in lowers], [t[keep] for t in uppers], live_rows)
-        value, neuron, found = _choose(scores)
+        value, neuron, found = choose_branch(scores)
         if not bool(found.all()):  # every neuron split or stable: only the multipliers can still close it
             exhausted = keep[~found]
             sub = {i: s[exhausted] for i, s in as_float.items()}
@@ -177,12 +137,6 @@ def relu_split_search(network: Network, owner: np.ndarray, disjuncts: int, lower
             keep, value, neuron = keep[found], value[found], neuron[found]
             if not len(keep):
                 continue
-        children = {i: torch.cat([s[keep], s[keep]]) for i, s in splits.items()}
-        rows = torch.arange(len(keep))
-        for sign, offset in ((1, 0), (-1, len(keep))):
-            for i in values:
-                chosen = rows[value == i]
-                flat = children[i].reshape(2 * len(keep), -1)
-                flat[chosen + offset, neuron[chosen]] = sign
+        children = split_children({i: s[keep] for i, s in splits.items()}, value, neuron)
         stack.append(children)
     return SplitOutcome(True, bounded, closed, 0, time.perf_counter() - start)
