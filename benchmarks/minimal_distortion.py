@@ -8,7 +8,7 @@ JSONL journal as soon as it is known, so an interrupted run resumes where it sto
 CSV/JSON/markdown are written at the end.
 
     python benchmarks/minimal_distortion.py [--images 10] [--time-limit 60] [--workers 2]
-    python benchmarks/minimal_distortion.py --configs fast --name NAME --unproved-in EARLIER
+    python benchmarks/minimal_distortion.py --configs fast --name NAME --unproved-in EARLIER [...]
     python benchmarks/minimal_distortion.py --configs compare --compare-images 1 --name NAME
     python benchmarks/minimal_distortion.py --report-from OLD NEWER ... --name minimal_distortion
 
@@ -179,8 +179,8 @@ def main(argv=None) -> int:
                              "--compare-images; all: both")
     parser.add_argument("--report-from", nargs="+", default=None, metavar="NAME",
                         help="run nothing: tables from the latest row per query over results/NAME.jsonl")
-    parser.add_argument("--unproved-in", default=None, metavar="NAME",
-                        help="only the queries that results/NAME.jsonl did not prove optimal (a rerun of the "
+    parser.add_argument("--unproved-in", nargs="+", default=None, metavar="NAME",
+                        help="only the queries that none of results/NAME.jsonl proved optimal (a rerun of the "
                              "hard ones after an engine change)")
     args = parser.parse_args(argv)
     if args.report_from:
@@ -198,8 +198,8 @@ def main(argv=None) -> int:
     indices = [i for i in range(200) if predictions[i] == y_test[i]][: args.images]
     jobs = plan(args, x_test, y_test, indices)
     if args.unproved_in:
-        earlier = [json.loads(line) for line in (RESULTS / f"{args.unproved_in}.jsonl").read_text().splitlines()
-                   if line.strip()]
+        earlier = [json.loads(line) for name in args.unproved_in
+                   for line in (RESULTS / f"{name}.jsonl").read_text().splitlines() if line.strip()]
         proved = {_key(row) for row in earlier if row["status"] == "optimal"}
         jobs = [j for j in jobs if _key(j) not in proved]
 
