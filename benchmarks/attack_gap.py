@@ -104,7 +104,8 @@ def _exact(query: dict) -> dict:
     result = minimal_distortion(_network(query["network"]), x_test[image], norm=query["norm"],
                                 target=int(query["target"]), domain=(0.0, 1.0), method=query["method"],
                                 tol=float(query["tol"]), bounds_method=query["bounds_method"],
-                                backend=query["backend"], time_limit=query.get("time_limit"))
+                                backend=query["backend"], time_limit=query.get("time_limit"),
+                                threads=int(query.get("threads", 1)))
     row = result.to_dict()
     row.pop("counterexample")
     row["solver_calls"] = sum(1 for r in result.history if r.stage in ("milp", "smt"))
@@ -248,6 +249,7 @@ def merge(records: list[dict]) -> list[dict]:
         row.update({"label": result.get("label"), "status": record["status"], "lower": result.get("lower"),
                     "upper": result.get("upper"), "seconds": record.get("seconds"),
                     "time_limit": record.get("time_limit"), "engine_attack": result.get("engine_attack"),
+                    "threads": (record.get("run_options") or {}).get("threads", 1),
                     "reason": result.get("reason") or record.get("error")})
         for attack in ("cw_linf", "ead", "fgm", "pgd"):
             key = (query["network"], query["norm"], query["image"], query["target"], attack)
@@ -351,16 +353,27 @@ def _fmt(value, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
+def setting(row: dict) -> tuple:
+    """How a row ran: (per-query limit, threads per query)."""
+    return row["time_limit"] or 0, row.get("threads", 1)
+
+
+def setting_text(key: tuple) -> str:
+    limit, threads = key
+    return f"{limit:g} s" + (f" x {threads} threads" if threads > 1 else "")
+
+
 def by_limit(rows: list[dict], limits: list) -> list[str]:
     """Markdown lines: per network and norm, queries ended / run under each time limit."""
-    head = " | ".join(f"{limit:g} s: ended / run" for limit in limits)
-    lines = ["Rows ran under different per-query limits (a longer one reruns queries that had not ended):", "",
+    head = " | ".join(f"{setting_text(limit)}: ended / run" for limit in limits)
+    lines = ["Rows ran under different per-query limits or threads (a later setting reruns queries that had "
+             "not ended; several threads per query ran one query at a time):", "",
              f"| network | norm | {head} |", "|---|---|" + "---|" * len(limits)]
     for network in NETWORKS:
         for norm in NORMS:
             cells = []
             for limit in limits:
-                group = [r for r in rows if r["network"] == network and r["norm"] == norm and r["time_limit"] == limit]
+                group = [r for r in rows if r["network"] == network and r["norm"] == norm and setting(r) == limit]
                 cells.append(f"{sum(r['status'] in ENDED for r in group)}/{len(group)}")
             lines.append(f"| {network} | {norm} | " + " | ".join(cells) + " |")
     return lines + [""]
@@ -369,9 +382,8 @@ def by_limit(rows: list[dict], limits: list) -> list[str]:
 def summary(rows: list[dict], records: list[dict], args, elapsed: dict) -> tuple[str, list[dict], list[dict]]:
     entries = table(rows)
     defenses = [defense(rows, norm) for norm in NORMS]
-    limits = Counter(r["time_limit"] for r in rows)
-    limit_text = ", ".join(f"{limit:g} s ({count} queries)" for limit, count in sorted(limits.items(),
-                                                                                       key=lambda kv: kv[0] or 0))
+    limits = Counter(setting(r) for r in rows)
+    limit_text = ", ".join(f"{setting_text(limit)} ({count} queries)" for limit, count in sorted(limits.items()))
     lines = ["# Attack optimality gap on MNIST: N and the adversarially trained N̄ (Carlini et al. Tables 1-2)",
              "",
              f"Exact engine: `minimal_distortion(method={args.method!r}, bounds_method={args.bounds!r}, "
@@ -405,7 +417,7 @@ def summary(rows: list[dict], records: list[dict], args, elapsed: dict) -> tuple
     total = sum(e["total"] for e in entries)
     lines += ["", f"Ended with a proof: **{total_ended}/{total}** (seed: {SEED_PAPER['ended']}).", ""]
     if len(limits) > 1:
-        lines += by_limit(rows, sorted(limits, key=lambda v: v or 0))
+        lines += by_limit(rows, sorted(limits))
     lines += [
               "## Table 1b: all queries (upper bound at timeout where a query did not end)", "",
               "| network | norm | n | mean CW | mean minimal (upper) | mean proved lower | mean best known upper "
@@ -556,6 +568,8 @@ def main(argv=None) -> int:
     parser.add_argument("--targets", type=int, default=None, help="targets per image (default: all 9)")
     parser.add_argument("--time-limit", type=float, default=60.0, help="seconds per exact query")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads per exact query (split decision MILPs); workers x threads should fit the cores")
     parser.add_argument("--method", default="bisection", choices=["bisection", "direct"])
     parser.add_argument("--bounds", default="crown", help="bounds_method of the exact queries")
     parser.add_argument("--backend", default="scip")
@@ -565,6 +579,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-wait", action="store_true", help="fail at once if the modules are missing")
     parser.add_argument("--extend-unended", action="store_true",
                         help="rerun the exact queries that ended unknown under a shorter limit than --time-limit "
+                             "or with other --threads "
                              "(each new record replaces the old one; the report gives the limit of every row)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -586,9 +601,11 @@ def main(argv=None) -> int:
     elapsed = {}
     if not args.report_only:
         tick = time.perf_counter()
+        run_options = {"threads": args.threads} if args.threads > 1 else None
         # one pool: the few batched attacks first (they carry their own limit), then the exact queries
         run_campaign(batched + exact, "attack_gap:worker", args.store, workers=args.workers,
-                     time_limit=args.time_limit, rerun=unknown_under(args.time_limit) if args.extend_unended else None)
+                     time_limit=args.time_limit, run_options=run_options,
+                     rerun=unknown_under(args.time_limit, run_options) if args.extend_unended else None)
         elapsed["campaign_s"] = time.perf_counter() - tick
     stored = load_results(args.store)
     stored = stored if isinstance(stored, dict) else {r["id"]: r for r in stored}

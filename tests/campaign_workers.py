@@ -24,7 +24,8 @@ def toy(query: dict) -> dict:
     """Sleeps 0.1-0.3 s (by ``n``), returns a deterministic function of the query."""
     time.sleep(0.1 + 0.1 * (int(query["n"]) % 3))
     return {"status": "optimal" if query["n"] % 4 else "unknown", "value": toy_value(query),
-            "lower": query["n"] / 10, "upper": query["n"] / 10 + 0.5}
+            "lower": query["n"] / 10, "upper": query["n"] / 10 + 0.5,
+            **({"threads": query["threads"]} if "threads" in query else {})}
 
 
 def tiny_network():

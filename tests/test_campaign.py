@@ -338,6 +338,10 @@ def test_command_line_run_and_summary(tmp_path, capsys):
     assert handle_campaign(parser.parse_args(argv + ["--extend-unknown", "--time-limit", "5"])) == 0
     limits = {r["id"]: (r["status"], r["time_limit"]) for r in load_results(timed)}
     assert limits == {"t0": ("unknown", 5.0), "t1": ("optimal", 1.0), "t4": ("unknown", 5.0)}
+    # Same limit, more threads: the unknown ones run again, with the threads as run options.
+    assert handle_campaign(parser.parse_args(argv + ["--extend-unknown", "--time-limit", "5", "--threads", "2"])) == 0
+    options = {r["id"]: r.get("run_options") for r in load_results(timed)}
+    assert options == {"t0": {"threads": 2}, "t1": None, "t4": {"threads": 2}}
     with pytest.raises(InvalidInputError, match="needs 'model'"):
         verify_task({"eps": 0.1})
 
@@ -362,6 +366,30 @@ def test_rerun_replaces_selected_records_and_keeps_the_rest(tmp_path):
     snapshot = store.read_bytes()
     run_campaign(queries, WORKER, store, time_limit=2.0, rerun=longer, progress=False)
     assert store.read_bytes() == snapshot
+
+
+def test_run_options_reach_the_worker_and_pick_reruns(tmp_path):
+    store = tmp_path / "store.jsonl"
+    queries = [{"id": f"t{n}", "kind": "toy", "n": n} for n in range(6)]
+    first = run_campaign(queries, WORKER, store, time_limit=1.0, progress=False)
+    assert all("run_options" not in r and "threads" not in r["result"] for r in first)
+    before = {json.loads(line)["id"]: line for line in lines(store)}
+    options = {"threads": 2}
+    picks = unknown_under(1.0, options)
+    assert not picks({"status": "unknown", "time_limit": 1.0, "run_options": {"threads": 2}})
+    again = run_campaign(queries, WORKER, store, time_limit=1.0, run_options=options, rerun=picks, progress=False)
+    by_id = {r["id"]: r for r in again}
+    for key in ("t0", "t4"):  # the unknown ones, run again with the options
+        assert by_id[key]["run_options"] == options and by_id[key]["result"]["threads"] == 2
+        assert by_id[key]["query"] == queries[int(key[1:])], "run options are not part of the query"
+    after = {json.loads(line)["id"]: line for line in lines(store)}
+    assert all(after[key] == before[key] for key in after if key not in ("t0", "t4"))
+    snapshot = store.read_bytes()
+    run_campaign(queries, WORKER, store, time_limit=1.0, run_options=options, rerun=picks, progress=False)
+    assert store.read_bytes() == snapshot
+    for bad in ({"time_limit": 3}, ["threads"], {"threads": object()}):
+        with pytest.raises(InvalidInputError, match="run_options"):
+            run_campaign(queries, WORKER, store, run_options=bad, progress=False)
 
 
 def test_replace_is_atomic_and_needs_a_stored_id(tmp_path):

@@ -36,13 +36,15 @@ def add_campaign_parser(sub) -> argparse.ArgumentParser:
     run.add_argument("--worker", help="custom worker 'module:function' (overrides --task)")
     run.add_argument("--workers", type=int, default=2, help="worker processes")
     run.add_argument("--time-limit", type=float, default=None, help="seconds per query (passed to the worker)")
+    run.add_argument("--threads", type=int, default=1,
+                     help="threads per query (split decision MILPs; run options, not part of a query's id)")
     run.add_argument("--hard-timeout-factor", type=float, default=DEFAULT_HARD_TIMEOUT_FACTOR)
     run.add_argument("--hard-timeout-grace", type=float, default=DEFAULT_HARD_TIMEOUT_GRACE, help="seconds")
     run.add_argument("--crash-retries", type=int, default=DEFAULT_CRASH_RETRIES)
     run.add_argument("--retry-failed", action="store_true", help="rerun queries stored as error/killed/crashed")
     run.add_argument("--extend-unknown", action="store_true",
                      help="rerun queries stored as unknown under a shorter limit than --time-limit "
-                          "(each new record replaces its old one)")
+                          "or other --threads (each new record replaces its old one)")
     run.add_argument("--by", nargs="*", default=[], help="summary grouping keys printed at the end")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     summary = actions.add_parser("summary", help="counts by status and times per group of a store")
@@ -73,12 +75,14 @@ def handle_campaign(args: argparse.Namespace) -> int:
     if args.extend_unknown and args.time_limit is None:
         raise InvalidInputError("--extend-unknown needs --time-limit (the longer limit to rerun unknown queries with)")
     queries = read_queries(args.queries)
+    run_options = {"threads": args.threads} if args.threads != 1 else None
     try:
         records = run_campaign(
             queries, args.worker or TASKS[args.task], args.store, workers=args.workers, time_limit=args.time_limit,
             hard_timeout_factor=args.hard_timeout_factor, hard_timeout_grace=args.hard_timeout_grace,
             retry_failed=args.retry_failed, crash_retries=args.crash_retries, progress=not args.quiet,
-            rerun=unknown_under(args.time_limit) if args.extend_unknown else None,
+            rerun=unknown_under(args.time_limit, run_options) if args.extend_unknown else None,
+            run_options=run_options,
         )
     except KeyboardInterrupt as exc:
         print(f"exactverify: {exc or 'interrupted'}", file=sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import faulthandler
 import hashlib
+import json
 import multiprocessing
 import os
 import signal
@@ -40,15 +41,19 @@ def query_id(query: dict) -> str:
     return "q-" + hashlib.sha256(dumps(query).encode()).hexdigest()[:16]
 
 
-def unknown_under(limit: float) -> Callable[[dict], bool]:
+def unknown_under(limit: float, run_options: dict | None = None) -> Callable[[dict], bool]:
     """A ``rerun`` predicate for :func:`run_campaign`: the records that ended ``"unknown"`` (an
-    anytime query that ran out of time) under a time limit below ``limit``. It is false for
-    the records a rerun writes, so resuming an interrupted rerun repeats nothing."""
+    anytime query that ran out of time) under a time limit below ``limit``, or under other
+    ``run_options`` (e.g. fewer threads). It is false for the records a rerun with these
+    settings writes, so resuming an interrupted rerun repeats nothing."""
     limit = float(limit)
+    wanted = dict(run_options or {})
 
     def rerun(record: dict) -> bool:
         ran_under = record.get("time_limit")
-        return record.get("status") == "unknown" and ran_under is not None and float(ran_under) < limit
+        if record.get("status") != "unknown" or ran_under is None:
+            return False
+        return float(ran_under) < limit or (record.get("run_options") or {}) != wanted
 
     return rerun
 
@@ -92,7 +97,20 @@ def _check_options(workers, time_limit, hard_timeout_factor, hard_timeout_grace,
                                 f"got {start_method!r}")
 
 
-def _record(key: str, query: dict, limit: float | None, outcome: Outcome) -> dict:
+def _check_run_options(run_options) -> dict:
+    if run_options is None:
+        return {}
+    if not isinstance(run_options, dict) or not all(isinstance(k, str) for k in run_options):
+        raise InvalidInputError(f"run_options must be a dict with str keys, got {run_options!r}")
+    if "time_limit" in run_options:
+        raise InvalidInputError("run_options must not hold 'time_limit' (use time_limit=)")
+    try:
+        return json.loads(json.dumps(run_options))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"run_options must be JSON-able: {exc}") from exc
+
+
+def _record(key: str, query: dict, limit: float | None, outcome: Outcome, run_options: dict) -> dict:
     failed = outcome.status != "done"
     status = outcome.status if failed else str(outcome.result.get("status", "done"))
     record = {
@@ -100,6 +118,8 @@ def _record(key: str, query: dict, limit: float | None, outcome: Outcome) -> dic
         "seconds": outcome.seconds, "worker_pid": outcome.pid, "started": outcome.started,
         "finished": outcome.finished, "time_limit": limit, "attempts": outcome.attempts,
     }
+    if run_options:
+        record["run_options"] = run_options
     if outcome.traceback:
         record["traceback"] = outcome.traceback
     return record
@@ -139,7 +159,7 @@ def run_campaign(queries: Sequence[dict], worker: Callable[[dict], dict] | str, 
                  hard_timeout_grace: float = DEFAULT_HARD_TIMEOUT_GRACE, retry_failed: bool = False,
                  rerun: Callable[[dict], bool] | None = None,
                  crash_retries: int = DEFAULT_CRASH_RETRIES, progress: bool = True,
-                 start_method: str = DEFAULT_START_METHOD) -> list[dict]:
+                 start_method: str = DEFAULT_START_METHOD, run_options: dict | None = None) -> list[dict]:
     """Run ``worker(query)`` for every query not yet in ``store``; returns all records in query order.
 
     Each query is a JSON object; its ``"id"`` (or a hash of it) names it in the store. The
@@ -155,11 +175,15 @@ def run_campaign(queries: Sequence[dict], worker: Callable[[dict], dict] | str, 
     limit, :func:`unknown_under`). A record run again stays until its new one replaces it (one
     atomic rewrite), so an interruption loses neither and every id stays stored once. Make ``rerun`` false for the
     new records (compare their ``time_limit``), or a resumed run repeats them.
+    ``run_options`` (JSON-able, e.g. ``{"threads": 2}``) go to every worker call like the
+    time limit, and into each new record as ``"run_options"``; they are how a query runs,
+    not what it asks, so they are not part of its id or its stored parameters.
     On SIGINT/SIGTERM the workers are
     stopped, in-flight queries dropped (they run on the next resume) and
     ``KeyboardInterrupt`` raised; records already stored stay untouched.
     """
     _check_options(workers, time_limit, hard_timeout_factor, hard_timeout_grace, crash_retries, start_method)
+    run_options = _check_run_options(run_options)
     keyed = _check_queries(queries)
     resolve_worker(worker)  # fail fast, before any process starts
     with ResultStore(store) as opened:
@@ -179,7 +203,7 @@ def run_campaign(queries: Sequence[dict], worker: Callable[[dict], dict] | str, 
                 continue
             limit = query.get("time_limit", time_limit)
             limits[key] = limit
-            payload = query if limit is None else {**query, "time_limit": limit}
+            payload = {**query, **run_options} if limit is None else {**query, **run_options, "time_limit": limit}
             hard = None if limit is None else float(limit) * hard_timeout_factor + hard_timeout_grace
             todo.append(Task(key, payload, hard))
         queries_by_key = dict(keyed)
@@ -188,7 +212,7 @@ def run_campaign(queries: Sequence[dict], worker: Callable[[dict], dict] | str, 
         bar = _progress(len(keyed), len(keyed) - len(todo), Path(store).name, progress)
 
         def report(outcome: Outcome) -> None:
-            record = _record(outcome.key, queries_by_key[outcome.key], limits[outcome.key], outcome)
+            record = _record(outcome.key, queries_by_key[outcome.key], limits[outcome.key], outcome, run_options)
             if outcome.key in opened.records:
                 opened.replace(record)
             else:

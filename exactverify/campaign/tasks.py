@@ -3,7 +3,8 @@
 A query names a model (``"model"``: ``"digits"``, ``"mnist"`` or an .onnx/.nnet path), a
 point (``"x"``: nested list, or ``"digits_index"``: a test image of the bundled digits),
 and the keyword arguments of the query (``norm``, ``target``, ``label``, ``domain``,
-``method``, ``tol``, ``backend``, ``bounds_method``, ``eps``; ``time_limit`` is added by
+``method``, ``tol``, ``backend``, ``bounds_method``, ``eps``, ``threads``; ``time_limit`` (and any
+run options, such as ``threads``) is added by
 the campaign). Networks are loaded once per worker process.
 """
 
@@ -16,7 +17,7 @@ import numpy as np
 from ..errors import InvalidInputError
 
 BUILTIN_MODELS = ("digits", "mnist")
-_OPTIONS = ("norm", "target", "label", "backend", "bounds_method", "time_limit")
+_OPTIONS = ("norm", "target", "label", "backend", "bounds_method", "time_limit", "threads")
 
 
 @lru_cache(maxsize=4)
