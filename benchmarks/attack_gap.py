@@ -388,8 +388,10 @@ def summary(rows: list[dict], records: list[dict], args, elapsed: dict) -> tuple
              "",
              f"Exact engine: `minimal_distortion(method={args.method!r}, bounds_method={args.bounds!r}, "
              f"backend={args.backend!r})`, tol {TOL['linf']} (L-inf) / {TOL['l1']} (L1), **time limit per "
-             f"query: {limit_text}**, {args.workers} worker processes (campaign runner, store "
-             f"`{Path(args.store).name}`). Images: MNIST test indices {sorted({r['image'] for r in rows})} "
+             f"query: {limit_text}**, " + ("" if args.report_only else
+                                             f"this run {args.workers} worker process(es) x {args.threads} "
+                                             "thread(s) per query, ") + "campaign runner store "
+             f"`{Path(args.store).name}`. Images: MNIST test indices {sorted({r['image'] for r in rows})} "
              "(the first that both networks classify correctly), every other class as target.",
              "",
              "N: `zoo.mnist_network()` (784-24-24-24-10). N̄: `zoo.mnist_madry_network()`, same architecture, "

@@ -3,9 +3,9 @@
 A query names a model (``"model"``: ``"digits"``, ``"mnist"`` or an .onnx/.nnet path), a
 point (``"x"``: nested list, or ``"digits_index"``: a test image of the bundled digits),
 and the keyword arguments of the query (``norm``, ``target``, ``label``, ``domain``,
-``method``, ``tol``, ``backend``, ``bounds_method``, ``eps``, ``threads``; ``time_limit`` (and any
-run options, such as ``threads``) is added by
-the campaign). Networks are loaded once per worker process.
+``method``, ``tol``, ``backend``, ``bounds_method``, ``eps``, ``threads``; the campaign adds
+``time_limit`` and its run options, such as ``threads``). Networks are loaded once per
+worker process.
 """
 
 from __future__ import annotations
