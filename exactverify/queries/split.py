@@ -22,6 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..bounds import BoundsResult
@@ -91,7 +92,6 @@ def split_region(query: Query, spec: OutputSpec, spec_network: Network, region: 
                for k in range(extra - 1, -1, -1)]
         known_pair = (list(known.lower) + [-p for p in pad], list(known.upper) + pad)
     closed = 0
-    n = len(query.network.layers)
     for level in range(depth + 1):
         count = next(iter(splits.values())).shape[0]
         lowers, uppers = crown_bounds(spec_network, repeat_region(region, count), splits=splits, known=known_pair)
@@ -100,21 +100,34 @@ def split_region(query: Query, spec: OutputSpec, spec_network: Network, region: 
         live = [None if bool(empty[b]) else live_disjuncts(spec, row_lower[b]) for b in range(count)]
         keep = [b for b in range(count) if live[b] is not None]
         closed += count - len(keep)
-        if level == depth or not keep:
-            return [SubDomain(BoundsResult(query.network, "crown+splits", [t[b: b + 1] for t in lowers[: n + 1]],
-                                           [t[b: b + 1] for t in uppers[: n + 1]]),
-                              live[b], _signs(splits, b)) for b in keep], closed
+        if not keep:
+            return [], closed
         index = torch.as_tensor(keep)
         splits = {i: s[index] for i, s in splits.items()}
         lowers, uppers = [t[index] for t in lowers], [t[index] for t in uppers]
-        rows = torch.ones(len(keep), lowers[-1].shape[1], dtype=torch.bool)
-        value, neuron, found = choose_branch(branch_scores(spec_network, lowers, uppers, rows))
+        live = [live[b] for b in keep]
+        if level == depth:
+            break
+        value, neuron, found = choose_branch(branch_scores(spec_network, lowers, uppers,
+                                                           _live_rows(spec, row_lower[keep])))
         if not bool(found.all()):  # nothing left to split in some domain: keep the tree as it is
-            return [SubDomain(BoundsResult(query.network, "crown+splits", [t[k: k + 1] for t in lowers[: n + 1]],
-                                           [t[k: k + 1] for t in uppers[: n + 1]]),
-                              live[b], _signs(splits, k)) for k, b in enumerate(keep)], closed
+            break
         splits = split_children(splits, value, neuron)
-    raise AssertionError("unreachable")
+    n = len(query.network.layers)
+    return [SubDomain(BoundsResult(query.network, "crown+splits", [t[k: k + 1] for t in lowers[: n + 1]],
+                                   [t[k: k + 1] for t in uppers[: n + 1]]), live[k], _signs(splits, k))
+            for k in range(len(live))], closed
+
+
+def _live_rows(spec: OutputSpec, row_lower: np.ndarray) -> torch.Tensor:
+    """(B, R) bool: the spec rows of the disjuncts that the bounds leave open in each domain."""
+    blocks, start = [], 0
+    for conj in spec.disjuncts:
+        size = conj.A.shape[0]
+        still_open = ~(row_lower[:, start: start + size] > 0).any(1, keepdims=True)
+        blocks.append(np.repeat(still_open, size, axis=1))
+        start += size
+    return torch.as_tensor(np.concatenate(blocks, axis=1))
 
 
 def _signs(splits: dict[int, torch.Tensor], b: int) -> list[tuple[int, int, int]]:
@@ -200,5 +213,6 @@ def solve_split(query: Query, eps: float, domains: list[SubDomain], *, backend: 
                        lower_bound=math.inf)
     if unchecked is not None:
         return unchecked
-    left = sorted(k + 1 for k, v in outcomes.items() if v != Status.INFEASIBLE.value)
-    return Finding("unknown", f"{backend}: sub-domains {left} of {len(domains)} not decided (time limit)")
+    left = {k + 1: v for k, v in sorted(outcomes.items()) if v != Status.INFEASIBLE.value}
+    return Finding("unknown", f"{backend}: {len(left)} of {len(domains)} sub-domains not decided "
+                              f"(sub-domain: status {left})")
