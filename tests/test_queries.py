@@ -181,6 +181,22 @@ def _random_queries(count: int = 24, seed: int = 7):
 BACKEND_MODULES = {"scip": "pyscipopt", "ortools": "ortools", "z3": "z3"}
 
 
+def decide_random_queries(**options) -> list:
+    """``verify`` (no attack) on the random queries with ``options``; asserts every answer is
+    the oracle's, with an independently re-checked counterexample; returns the verdicts."""
+    verdicts = []
+    for index, norm, target, eps, robust in _random_queries():
+        case = cached_case(index)
+        verdict = ev.verify(case.network, case.x, eps, norm, target, time_limit=TIME_LIMIT, **NO_ATTACK, **options)
+        expected = "robust" if robust else "not_robust"
+        assert verdict.status == expected, f"{case.name} {norm} target={target} eps={eps}: {verdict.reason}"
+        if not robust:
+            assert verdict.validated is True
+            check_counterexample(case.network, case.x, verdict.counterexample, norm, case.label, target, eps)
+        verdicts.append(verdict)
+    return verdicts
+
+
 @pytest.mark.parametrize("backend", sorted(BACKEND_MODULES) + ["scip-constraint"])
 def test_backends_agree_with_oracle(backend, monkeypatch):
     """Every backend decides 24 random queries as the oracle does; ``scip-constraint`` is SCIP
@@ -191,18 +207,9 @@ def test_backends_agree_with_oracle(backend, monkeypatch):
         monkeypatch.setattr(stages, "SLACK_OBJECTIVE_BACKENDS", ())
         backend = "scip"
     pytest.importorskip(BACKEND_MODULES[backend], reason=f"{backend} backend not installed")
-    solver_decided = 0
-    for index, norm, target, eps, robust in _random_queries():
-        case = cached_case(index)
-        # Interval bounds leave the decision to the solver; no attack, when that can be switched off.
-        verdict = ev.verify(case.network, case.x, eps, norm, target, backend=backend, bounds_method="interval",
-                            time_limit=TIME_LIMIT, **NO_ATTACK)
-        expected = "robust" if robust else "not_robust"
-        assert verdict.status == expected, f"{case.name} {norm} target={target} eps={eps}: {verdict.reason}"
-        if not robust:
-            assert verdict.validated is True
-            check_counterexample(case.network, case.x, verdict.counterexample, norm, case.label, target, eps)
-        solver_decided += any(r.stage in ("milp", "smt") for r in verdict.history)
+    # Interval bounds leave the decision to the solver; no attack, when that can be switched off.
+    verdicts = decide_random_queries(backend=backend, bounds_method="interval")
+    solver_decided = sum(any(r.stage in ("milp", "smt") for r in v.history) for v in verdicts)
     assert solver_decided >= 12, f"only {solver_decided} of 24 queries reached the {backend} solver"
 
 

@@ -21,8 +21,8 @@ from test_queries import (
     NO_ATTACK,
     TIME_LIMIT,
     TOL,
-    _random_queries,
     check_counterexample,
+    decide_random_queries,
     oracle_distance,
     target_of,
 )
@@ -43,17 +43,8 @@ def _split_used(history) -> bool:
 
 def test_split_verify_agrees_with_oracle():
     """24 random queries decided as the exact oracle decides them, through split MILPs."""
-    split_solved = 0
-    for index, norm, target, eps, robust in _random_queries():
-        case = cached_case(index)
-        verdict = ev.verify(case.network, case.x, eps, norm, target, bounds_method="interval", threads=2,
-                            time_limit=TIME_LIMIT, **NO_ATTACK)
-        expected = "robust" if robust else "not_robust"
-        assert verdict.status == expected, f"{case.name} {norm} target={target} eps={eps}: {verdict.reason}"
-        if not robust:
-            assert verdict.validated is True
-            check_counterexample(case.network, case.x, verdict.counterexample, norm, case.label, target, eps)
-        split_solved += _split_used(verdict.history)
+    verdicts = decide_random_queries(bounds_method="interval", threads=2)
+    split_solved = sum(_split_used(v.history) for v in verdicts)
     assert split_solved >= 8, f"only {split_solved} of 24 queries reached a split MILP"
 
 
