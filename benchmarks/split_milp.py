@@ -69,7 +69,7 @@ def summarise(rows: list[dict], args) -> str:
     lines = ["# One decision MILP vs ReLU-split sub-domains on 2 threads (MNIST 784-24-24-24-10)", "",
              f"Closing probes (`upper - {CLOSING_FACTOR} tol`) of the {len(pairs)} unknown queries of "
              f"`{args.journal}` closest to ending; CROWN bounds, SCIP, {args.time_limit:g} s per probe, "
-             "one probe at a time on 2 cores.", "", markdown_table(table), "",
+             "one probe at a time on 2 cores.", "", markdown_table(table, list(table[0])), "",
              f"Both decided: {len(both)}; disagreements: {len(disagree)}; "
              f"wall-time ratio 1 thread / 2 threads where both decided: "
              + (f"median {statistics.median(ratios):.2f}x (min {min(ratios):.2f}, max {max(ratios):.2f})"
@@ -100,14 +100,20 @@ def main(argv=None) -> int:
 
     _, _, x_test, _ = zoo.load_mnist()
     network = ev.load(zoo.mnist_network(), input_shape=(784,))
-    rows = []
-    for probe in probes(args.journal, args.probes):  # "image" is the MNIST test index
-        x = np.asarray(x_test[probe["image"]], dtype=np.float64).reshape(-1)
-        query = make_query(network, x, probe["norm"], probe["target"], None, (0.0, 1.0), ev.DEFAULT_MARGIN)
-        for threads in THREADS:
-            row = {**probe, "threads": threads, **decide(query, probe["eps"], threads, args.time_limit)}
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+    journal = RESULTS_DIR / f"{args.name}.jsonl"  # one row per line as it is known; a rerun resumes
+    rows = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()] if journal.exists() else []
+    done = {(r["image"], r["target"], r["norm"], r["threads"]) for r in rows}
+    with journal.open("a") as sink:
+        for probe in probes(args.journal, args.probes):  # "image" is the MNIST test index
+            x = np.asarray(x_test[probe["image"]], dtype=np.float64).reshape(-1)
+            query = make_query(network, x, probe["norm"], probe["target"], None, (0.0, 1.0), ev.DEFAULT_MARGIN)
+            for threads in THREADS:
+                if (probe["image"], probe["target"], probe["norm"], threads) in done:
+                    continue
+                row = {**probe, "threads": threads, **decide(query, probe["eps"], threads, args.time_limit)}
+                sink.write(json.dumps(row) + "\n")
+                sink.flush()
+                rows.append(row)
     write_results(args.name, rows, summarise(rows, args))
     print(summarise(rows, args))
     return 0

@@ -9,9 +9,9 @@ first (SCIP releases the GIL while it solves); a re-checked counterexample in an
 interrupts the others. The sub-domains cover the region, so "robust" needs all of them
 infeasible, and a sub-MILP's point is re-checked in float64 like any other.
 
-Why: a closing probe of a minimal-distortion search (59 unstable ReLUs, MNIST
-784-24-24-24-10) took 61 s as one SCIP MILP; split in two, its halves took 33 s and 5 s,
-and in four the longest took 31 s (``benchmarks/split_milp.py``).
+Why: on the 5 hardest closing probes of the MNIST 784-24-24-24-10 minimal-distortion
+benchmark (about 60 unstable ReLUs), 60 s each on 2 cores, one SCIP MILP decided 2 and the
+split on 2 threads 4, 1.5x faster on the 2 both decided (``benchmarks/split_milp.py``).
 """
 
 from __future__ import annotations
