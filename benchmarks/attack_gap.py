@@ -584,6 +584,8 @@ def main(argv=None) -> int:
                              "or with other --threads "
                              "(each new record replaces the old one; the report gives the limit of every row)")
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error("--threads must be >= 1")
     if args.quick:
         args.images, args.targets = 1, 2
         args.store = args.store or "/tmp/attack_gap_quick/attack_gap.jsonl"

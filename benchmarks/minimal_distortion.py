@@ -183,6 +183,8 @@ def main(argv=None) -> int:
                         help="only the queries that none of results/NAME.jsonl proved optimal (a rerun of the "
                              "hard ones after an engine change)")
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error("--threads must be >= 1")
     if args.report_from:
         return report(args)
 

@@ -342,6 +342,8 @@ def test_command_line_run_and_summary(tmp_path, capsys):
     assert handle_campaign(parser.parse_args(argv + ["--extend-unknown", "--time-limit", "5", "--threads", "2"])) == 0
     options = {r["id"]: r.get("run_options") for r in load_results(timed)}
     assert options == {"t0": {"threads": 2}, "t1": None, "t4": {"threads": 2}}
+    with pytest.raises(InvalidInputError, match="threads"):  # refused before any query runs
+        handle_campaign(parser.parse_args(argv + ["--threads", "0"]))
     with pytest.raises(InvalidInputError, match="needs 'model'"):
         verify_task({"eps": 0.1})
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InvalidInputError
+from ..queries.checks import check_threads
 from .runner import (
     DEFAULT_CRASH_RETRIES,
     DEFAULT_HARD_TIMEOUT_FACTOR,
@@ -75,7 +76,7 @@ def handle_campaign(args: argparse.Namespace) -> int:
     if args.extend_unknown and args.time_limit is None:
         raise InvalidInputError("--extend-unknown needs --time-limit (the longer limit to rerun unknown queries with)")
     queries = read_queries(args.queries)
-    run_options = {"threads": args.threads} if args.threads != 1 else None
+    run_options = {"threads": check_threads(args.threads)} if args.threads != 1 else None
     try:
         records = run_campaign(
             queries, args.worker or TASKS[args.task], args.store, workers=args.workers, time_limit=args.time_limit,

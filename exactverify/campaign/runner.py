@@ -47,7 +47,7 @@ def unknown_under(limit: float, run_options: dict | None = None) -> Callable[[di
     ``run_options`` (e.g. fewer threads). It is false for the records a rerun with these
     settings writes, so resuming an interrupted rerun repeats nothing."""
     limit = float(limit)
-    wanted = dict(run_options or {})
+    wanted = json.loads(json.dumps(run_options or {}))  # as stored in a record
 
     def rerun(record: dict) -> bool:
         ran_under = record.get("time_limit")
