@@ -2,18 +2,15 @@
 
 Each open sub-domain (:mod:`.split`) is one MILP; worker threads take them from a queue,
 largest first (SCIP releases the GIL while it solves). When a thread has nothing left to
-take while a sub-domain's MILP has run for ``STEAL_AFTER`` seconds, that MILP is stopped and
-the sub-domain is split once more: its halves (CROWN within its bounds, one more ReLU phase)
-are queued, so both threads work on it (a bisection of the slowest sub-domain, repeated
-whenever a thread runs dry). A sub-domain is closed when its MILP is infeasible or all its
-halves are closed; a re-checked counterexample in any of them ends the decision. "Robust"
-needs every top-level sub-domain closed; every point is re-checked.
+take while a sub-domain's MILP has run for ``STEAL_AFTER`` seconds, that sub-domain is
+split once more and its halves are queued for the idle thread, while its own MILP keeps
+running: whichever ends first decides it (its MILP infeasible, or every half closed), and
+the rest of that race is interrupted. A re-checked counterexample in any sub-domain ends
+the decision. "Robust" needs every top-level sub-domain closed; every point is re-checked.
 
 Why: with 4 sub-domains on 2 threads one of them often takes most of the time while the
 other thread idles (MNIST image 4 target 7 L1: three closed within 10 s, the fourth ran
-24 s more alone). Racing the halves against the running MILP instead gained nothing on the
-6 hardest closing probes (``benchmarks/results/split_steal.md``): the halves together cost
-about what the whole does, so the time goes to work the running MILP has already done.
+24 s more alone).
 """
 
 from __future__ import annotations
@@ -49,7 +46,6 @@ class Node:
     children: list["Node"] = field(default_factory=list)
     closed: bool = False  # proved to hold no counterexample
     split_done: bool = False  # halves made (or nothing left to split)
-    replaced: bool = False  # its halves took over: its own MILP is stopped
     open_children: int = 0
     started: float | None = None  # when its MILP started (None: queued or ended)
     solver: object | None = None
@@ -103,16 +99,14 @@ class Coordinator:
         return None
 
     def steal(self, now: float) -> bool:
-        """Replace the longest-running unsplit sub-domain (run >= STEAL_AFTER s) by its halves,
-        for an idle thread; True when something new was queued or closed (its MILP is then
-        interrupted by :meth:`interrupt_dead`)."""
-        with self.lock:  # (node, start) read together: a worker clears ``started`` when its MILP ends
-            running = [(n, n.started) for n in self._nodes()
-                       if n.started is not None and not n.split_done and not n.dead()]
-        candidates = [(started, k, n) for k, (n, started) in enumerate(running) if now - started >= STEAL_AFTER]
+        """Split the longest-running unsplit sub-domain (run >= STEAL_AFTER s) for an idle
+        thread; True when something new was queued or closed."""
+        with self.lock:
+            running = [n for n in self._nodes() if n.started is not None and not n.split_done and not n.dead()]
+        candidates = [n for n in running if now - n.started >= STEAL_AFTER]
         if not candidates:
             return False
-        node = min(candidates)[2]
+        node = min(candidates, key=lambda n: n.started)
         node.split_done = True
         tick = time.perf_counter()
         made = split_further(self.query, self.spec, self.spec_network, self.region, node.domain)
@@ -121,10 +115,9 @@ class Coordinator:
         halves, closed = made
         self.history.append(SolveRecord("bounds", self.eps, "unknown" if halves else "robust",
                                         time.perf_counter() - tick,
-                                        raw_status=f"crown: sub-domain {node.label} split further (its MILP stopped): "
-                                                   f"{len(halves)} halves open, {closed} closed"))
+                                        raw_status=f"crown: sub-domain {node.label} split further while its MILP "
+                                                   f"runs: {len(halves)} halves open, {closed} closed"))
         self.splits += 1
-        node.replaced = True
         node.children = [Node(h, f"{node.label}.{k + 1}", node) for k, h in enumerate(halves)]
         node.open_children = len(node.children)
         if not node.children:  # CROWN closed both halves: the sub-domain is closed
@@ -140,11 +133,10 @@ class Coordinator:
             stack.extend(node.children)
 
     def interrupt_dead(self, everything: bool = False) -> None:
-        """Interrupt the running MILPs of closed or replaced sub-domains (all, with ``everything``)."""
+        """Interrupt the running MILPs of closed sub-domains (all of them, with ``everything``)."""
         with self.lock:
             for node in self._nodes():
-                if node.solver is not None and node.started is not None and (
-                        everything or node.replaced or node.dead()):
+                if node.solver is not None and node.started is not None and (everything or node.dead()):
                     node.solver.interrupt()
 
     def undecided(self) -> dict[str, str]:
@@ -239,7 +231,7 @@ def solve_split(query: Query, eps: float, domains: list[SubDomain], spec: Output
                 time.sleep(INTERRUPT_INTERVAL)
     if found is not None:
         return found
-    splits = f", {tree.splits} split further on an idle thread" if tree.splits else ""
+    splits = f", {tree.splits} split further while running" if tree.splits else ""
     if tree.all_closed():
         return Finding("robust", f"MILP infeasible on all {total} sub-domains ({backend}, {threads} threads{splits})",
                        lower_bound=math.inf)
