@@ -6,22 +6,19 @@ first), the radius ``upper - 0.99 tol`` just below its best upper bound, where o
 answer ends the search. Each probe is decided by ``solve_exact`` with ``threads=1`` (one
 SCIP MILP) and ``threads=2`` (:mod:`exactverify.queries.split`), same CROWN bounds, same
 limit, one probe at a time (2 cores). ``--domains-per-thread 2 8 16`` runs the 2-thread split
-once per value of ``exactverify.queries.split.DOMAINS_PER_THREAD`` (how deep it splits), and
-``--steal-after inf 1`` once per value of ``exactverify.queries.split_solve.STEAL_AFTER`` (``inf``:
-an idle thread never splits a running sub-domain further), to choose those constants.
-Answers must agree whenever two runs decide. Writes
+once per value of ``exactverify.queries.split.DOMAINS_PER_THREAD`` (how deep it splits), to
+choose that constant. Answers must agree whenever two runs decide. Writes
 ``benchmarks/results/NAME.{csv,json,md}`` and the journal ``NAME.jsonl`` (resumable);
 needs ``../shared/data``.
 
 Usage: ``python benchmarks/split_milp.py [--probes 6] [--time-limit 60] [--journal minimal_distortion_lns60]
-[--domains-per-thread 2] [--steal-after inf] [--skip-single] [--name split_milp]``
+[--domains-per-thread 2] [--skip-single] [--name split_milp]``
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -63,9 +60,7 @@ def config_of(row: dict) -> str:
     """``1 thread`` or ``2 threads x D`` (D sub-domains per thread)."""
     if row["threads"] == 1:
         return "1 thread"
-    steal = row.get("steal_after")  # None: journaled before idle threads split running sub-domains
-    stealing = "" if steal is None or math.isinf(steal) else f", split running after {steal:g} s"
-    return f"{row['threads']} threads x {row.get('domains_per_thread', OLD_DOMAINS_PER_THREAD)}{stealing}"
+    return f"{row['threads']} threads x {row.get('domains_per_thread', OLD_DOMAINS_PER_THREAD)}"
 
 
 def summarise(rows: list[dict], args) -> str:
@@ -120,8 +115,6 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default="split_milp")
     parser.add_argument("--domains-per-thread", type=int, nargs="+", default=[OLD_DOMAINS_PER_THREAD],
                         help="run the 2-thread split with each of these DOMAINS_PER_THREAD values")
-    parser.add_argument("--steal-after", type=float, nargs="+", default=[math.inf],
-                        help="run the 2-thread split with each of these STEAL_AFTER values (inf: never)")
     parser.add_argument("--skip-single", action="store_true", help="no 1-thread (one MILP) runs")
     args = parser.parse_args(argv)
     if min(args.domains_per_thread) < 1:
@@ -131,7 +124,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     import exactverify as ev
     from exactverify import zoo
-    from exactverify.queries import split, split_solve
+    from exactverify.queries import split
     from exactverify.queries.checks import make_query
 
     _, _, x_test, _ = zoo.load_mnist()
@@ -139,19 +132,17 @@ def main(argv=None) -> int:
     journal = RESULTS_DIR / f"{args.name}.jsonl"  # one row per line as it is known; a rerun resumes
     rows = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()] if journal.exists() else []
     done = {(r["image"], r["target"], r["norm"], config_of(r)) for r in rows}
-    runs = ([] if args.skip_single else [(1, None, None)]) + [(2, d, steal) for d in args.domains_per_thread
-                                                               for steal in args.steal_after]
+    runs = ([] if args.skip_single else [(1, None)]) + [(2, d) for d in args.domains_per_thread]
     with journal.open("a") as sink:
         for probe in probes(args.journal, args.probes):  # "image" is the MNIST test index
             x = np.asarray(x_test[probe["image"]], dtype=np.float64).reshape(-1)
             query = make_query(network, x, probe["norm"], probe["target"], None, (0.0, 1.0), ev.DEFAULT_MARGIN)
-            for threads, per_thread, steal in runs:
-                row = {**probe, "threads": threads, "domains_per_thread": per_thread,
-                       "steal_after": None if steal is None or math.isinf(steal) else steal}
+            for threads, per_thread in runs:
+                row = {**probe, "threads": threads, "domains_per_thread": per_thread}
                 if (probe["image"], probe["target"], probe["norm"], config_of(row)) in done:
                     continue
                 if per_thread is not None:
-                    split.DOMAINS_PER_THREAD, split_solve.STEAL_AFTER = per_thread, steal
+                    split.DOMAINS_PER_THREAD = per_thread
                 row.update(decide(query, probe["eps"], threads, args.time_limit))
                 sink.write(json.dumps(row) + "\n")
                 sink.flush()

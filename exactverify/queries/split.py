@@ -4,9 +4,10 @@ The eps-region is split on the phases of the unstable ReLUs that matter most to 
 (BaBSR's score, :mod:`exactverify.bounds.branching`) into up to ``2**depth`` sub-domains.
 CROWN bounds each with its splits (the split neuron becomes stable, and its bounds tighten
 every later layer); sub-domains that hold no point or whose spec rows CROWN refutes drop
-out, and each of the rest is one MILP, solved on worker threads by :mod:`.split_solve`.
-The sub-domains cover the region, so "robust" needs all of them infeasible, and a
-sub-MILP's point is re-checked in float64 like any other.
+out, and each of the rest is one MILP. Worker threads take them from a queue, largest
+first (SCIP releases the GIL while it solves); a re-checked counterexample in any of them
+interrupts the others. The sub-domains cover the region, so "robust" needs all of them
+infeasible, and a sub-MILP's point is re-checked in float64 like any other.
 
 Why: on the 5 hardest closing probes of the MNIST 784-24-24-24-10 minimal-distortion
 benchmark (about 60 unstable ReLUs), 60 s each on 2 cores, one SCIP MILP decided 2 and the
@@ -16,6 +17,9 @@ split on 2 threads 4, 1.5x faster on the 2 both decided (``benchmarks/split_milp
 from __future__ import annotations
 
 import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,12 +32,17 @@ from ..ir import Dense, Flatten, Network, ReLU, Reshape
 from ..regions import Region
 from ..specs import OutputSpec
 from .checks import Query
+from .results import SolveRecord
 
 #: Backends whose solves release the GIL and can be interrupted from another thread.
 SPLIT_BACKENDS = ("scip",)
 #: Sub-domains per worker thread: more than one, so that a thread whose sub-domain closes
 #: early takes another instead of idling.
 DOMAINS_PER_THREAD = 2
+#: How often (seconds) the coordinating thread repeats its interrupt to sub-MILPs still
+#: starting up after a counterexample was found (a solve that has not started cannot be
+#: interrupted yet; queued ones never start).
+INTERRUPT_INTERVAL = 0.05
 
 
 def split_depth(threads: int) -> int:
@@ -67,19 +76,15 @@ def repeat_region(region: Region, count: int) -> Region:
 
 
 def split_region(query: Query, spec: OutputSpec, spec_network: Network, region: Region, depth: int,
-                 known: BoundsResult | None = None,
-                 start: list[tuple[int, int, int]] | None = None) -> tuple[list[SubDomain], int]:
+                 known: BoundsResult | None = None) -> tuple[list[SubDomain], int]:
     """The sub-domains of ``region`` still open after ``depth`` levels of ReLU splits, and how
     many closed (empty, or refuted by CROWN). ``spec_network`` is the network with the spec
-    rows ``A y - b`` appended; ``known`` are sound bounds of the region (intersected in);
-    ``start`` are splits already made (a :class:`SubDomain`'s ``splits``: its sub-domains).
+    rows ``A y - b`` appended; ``known`` are sound bounds of the whole region (intersected in).
     """
     from .stages import live_disjuncts
 
     relus = [i for i, layer in enumerate(spec_network.layers) if isinstance(layer, ReLU)]
     splits = {i: torch.zeros(1, *spec_network.shapes[i], dtype=torch.float64) for i in relus}
-    for value, neuron, sign in start or []:
-        splits[value].reshape(-1)[neuron] = float(sign)
     known_pair = None
     if known is not None:
         extra = len(spec_network.layers) - len(query.network.layers)
@@ -114,18 +119,6 @@ def split_region(query: Query, spec: OutputSpec, spec_network: Network, region: 
             for k in range(len(live))], closed
 
 
-def split_further(query: Query, spec: OutputSpec, spec_network: Network, region: Region,
-                  domain: SubDomain) -> tuple[list[SubDomain], int] | None:
-    """The halves of ``domain`` on one more ReLU phase (CROWN within the domain's own bounds)
-    still open, and how many closed; None when no unstable ReLU is left to split on.
-    ``spec`` and ``spec_network`` are those ``domain`` was made with by :func:`split_region`."""
-    children, closed = split_region(query, spec, spec_network, region, 1, known=domain.bounds,
-                                    start=domain.splits)
-    if closed == 0 and len(children) == 1 and len(children[0].splits) == len(domain.splits):
-        return None
-    return children, closed
-
-
 def _live_rows(spec: OutputSpec, row_lower: np.ndarray) -> torch.Tensor:
     """(B, R) bool: the spec rows of the disjuncts that the bounds leave open in each domain."""
     blocks, start = [], 0
@@ -144,3 +137,82 @@ def _signs(splits: dict[int, torch.Tensor], b: int) -> list[tuple[int, int, int]
         for k in torch.nonzero(flat).reshape(-1).tolist():
             out.append((i, k, int(flat[k])))
     return out
+
+
+def solve_split(query: Query, eps: float, domains: list[SubDomain], *, backend: str, threads: int,
+                time_limit: float | None, history: list[SolveRecord], encoder_options: dict | None = None):
+    """Decide every sub-domain's MILP with ``threads`` worker threads; a :class:`~.stages.Finding`.
+
+    ``robust`` only when every sub-MILP is infeasible; ``not_robust`` with the first
+    re-checked counterexample (the others are interrupted); otherwise ``unknown``.
+    """
+    from encoders.backends import Status, make_backend
+    from encoders.milp import encode_query
+
+    from .stages import SLACK_CUTOFF, Finding, accept_point, slack_form
+
+    deadline = None if time_limit is None else time.perf_counter() + time_limit
+    stop = threading.Event()
+    lock = threading.Lock()
+    running: list = []
+    region = query.region(eps)
+    order = sorted(range(len(domains)), key=lambda k: -domains[k].unstable)
+
+    def solve_one(k: int):
+        if stop.is_set():
+            return k, None, None
+        domain = domains[k]
+        solver = make_backend(backend)
+        by_slack = slack_form(backend, domain.spec)
+        encoding = encode_query(solver, query.network, region, domain.spec, domain.bounds, slack=by_slack,
+                                **(encoder_options or {}))
+        options = {}
+        if by_slack:
+            solver.set_objective([encoding.slack], [1.0], minimize=False)
+            options = {"cutoff": -SLACK_CUTOFF, "stop_at": 0.0}
+        with lock:
+            if stop.is_set():
+                return k, None, encoding
+            running.append(solver)
+        left = None if deadline is None else max(deadline - time.perf_counter(), 0.01)
+        return k, solver.solve(time_limit=left, **options), encoding
+
+    outcomes: dict[int, str] = {}
+    found = unchecked = None
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        futures = [pool.submit(solve_one, k) for k in order]
+        try:
+            for future in as_completed(futures):
+                k, result, encoding = future.result()
+                if result is None:
+                    continue
+                history.append(SolveRecord("milp", eps, result.status.value, result.seconds,
+                                           f"{result.raw_status} (sub-domain {k + 1}/{len(domains)})",
+                                           result.objective, result.bound, result.node_count,
+                                           domains[k].bounds.unstable_per_layer()))
+                outcomes[k] = result.status.value
+                if result.status.has_solution and result.values is not None:
+                    finding = accept_point(query, result.values[encoding.input], eps,
+                                           f"{backend} MILP (sub-domain {k + 1}/{len(domains)})")
+                    if finding.outcome == "not_robust":
+                        found = finding
+                        break
+                    unchecked = finding
+        finally:  # a counterexample or an error: stop every sub-MILP still queued or running
+            with lock:
+                stop.set()
+            while not all(future.done() for future in futures):
+                with lock:
+                    for solver in running:
+                        solver.interrupt()
+                time.sleep(INTERRUPT_INTERVAL)
+    if found is not None:
+        return found
+    if len(outcomes) == len(domains) and all(v == Status.INFEASIBLE.value for v in outcomes.values()):
+        return Finding("robust", f"MILP infeasible on all {len(domains)} sub-domains ({backend}, {threads} threads)",
+                       lower_bound=math.inf)
+    if unchecked is not None:
+        return unchecked
+    left = {k + 1: v for k, v in sorted(outcomes.items()) if v != Status.INFEASIBLE.value}
+    return Finding("unknown", f"{backend}: {len(left)} of {len(domains)} sub-domains not decided "
+                              f"(sub-domain: status {left})")

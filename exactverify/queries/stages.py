@@ -20,8 +20,7 @@ from ..regions import ball
 from ..specs import Conjunction, OutputSpec
 from .checks import REGION_TOLERANCE, Query, distance, excess, misclassified, project, recheck
 from .results import SolveRecord
-from .split import split_depth, split_region, supports_split
-from .split_solve import solve_split
+from .split import solve_split, split_depth, split_region, supports_split
 
 log = logging.getLogger(__name__)
 
@@ -263,16 +262,15 @@ def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, t
 def _solve_split(query: Query, eps: float, spec: OutputSpec, net_bounds: BoundsResult, backend: str, threads: int,
                  time_limit: float | None, history: list[SolveRecord], encoder_options: dict | None) -> Finding:
     start = time.perf_counter()
-    spec_network = _with_spec_rows(query, spec)
-    domains, closed = split_region(query, spec, spec_network, query.region(eps), split_depth(threads),
-                                   known=net_bounds)
+    domains, closed = split_region(query, spec, _with_spec_rows(query, spec), query.region(eps),
+                                   split_depth(threads), known=net_bounds)
     history.append(SolveRecord("bounds", eps, "unknown" if domains else "robust", time.perf_counter() - start,
                                raw_status=f"crown with ReLU splits: {len(domains)} sub-domains open, {closed} closed"))
     if not domains:
         return Finding("robust", "proved by CROWN bounds on every ReLU-split sub-domain")
     if time_limit is not None:
         time_limit = max(time_limit - (time.perf_counter() - start), 0.01)
-    return solve_split(query, eps, domains, spec, spec_network, backend=backend, threads=threads, time_limit=time_limit,
+    return solve_split(query, eps, domains, backend=backend, threads=threads, time_limit=time_limit,
                        history=history, encoder_options=encoder_options)
 
 
