@@ -250,6 +250,7 @@ def merge(records: list[dict]) -> list[dict]:
                     "upper": result.get("upper"), "seconds": record.get("seconds"),
                     "time_limit": record.get("time_limit"), "engine_attack": result.get("engine_attack"),
                     "threads": (record.get("run_options") or {}).get("threads", 1),
+                    "engine_label": (record.get("run_options") or {}).get("engine_label"),
                     "reason": result.get("reason") or record.get("error")})
         for attack in ("cw_linf", "ead", "fgm", "pgd"):
             key = (query["network"], query["norm"], query["image"], query["target"], attack)
@@ -581,8 +582,11 @@ def main(argv=None) -> int:
     parser.add_argument("--no-wait", action="store_true", help="fail at once if the modules are missing")
     parser.add_argument("--extend-unended", action="store_true",
                         help="rerun the exact queries that ended unknown under a shorter limit than --time-limit "
-                             "or with other --threads "
+                             "or with other --threads or --engine-label "
                              "(each new record replaces the old one; the report gives the limit of every row)")
+    parser.add_argument("--engine-label", default=None,
+                        help="a label for the engine version, stored with every new record: with --extend-unended, "
+                             "the unknowns stored under another label (or none) rerun too")
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error("--threads must be >= 1")
@@ -605,7 +609,8 @@ def main(argv=None) -> int:
     elapsed = {}
     if not args.report_only:
         tick = time.perf_counter()
-        run_options = {"threads": args.threads} if args.threads > 1 else None
+        run_options = {**({"threads": args.threads} if args.threads > 1 else {}),
+                       **({"engine_label": args.engine_label} if args.engine_label else {})} or None
         # one pool: the few batched attacks first (they carry their own limit), then the exact queries
         run_campaign(batched + exact, "attack_gap:worker", args.store, workers=args.workers,
                      time_limit=args.time_limit, run_options=run_options,
