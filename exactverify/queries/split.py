@@ -149,7 +149,7 @@ def solve_split(query: Query, eps: float, domains: list[SubDomain], *, backend: 
     from encoders.backends import Status, make_backend
     from encoders.milp import encode_query
 
-    from .stages import SLACK_CUTOFF, Finding, accept_point, slack_form
+    from .stages import Finding, accept_point, slack_form, slack_options
 
     deadline = None if time_limit is None else time.perf_counter() + time_limit
     stop = threading.Event()
@@ -169,7 +169,7 @@ def solve_split(query: Query, eps: float, domains: list[SubDomain], *, backend: 
         options = {}
         if by_slack:
             solver.set_objective([encoding.slack], [1.0], minimize=False)
-            options = {"cutoff": -SLACK_CUTOFF, "stop_at": 0.0}
+            options = slack_options()
         with lock:
             if stop.is_set():
                 return k, None, encoding
