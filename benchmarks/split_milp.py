@@ -7,17 +7,20 @@ answer ends the search. Each probe is decided by ``solve_exact`` with ``threads=
 SCIP MILP) and ``threads=2`` (:mod:`exactverify.queries.split`), same CROWN bounds, same
 limit, one probe at a time (2 cores). ``--domains-per-thread 2 8 16`` runs the 2-thread split
 once per value of ``exactverify.queries.split.DOMAINS_PER_THREAD`` (how deep it splits), to
-choose that constant. Answers must agree whenever two runs decide. Writes
+choose that constant; ``--heuristics default off`` runs each with each SCIP primal-heuristics
+setting of the decisions (``exactverify.queries.stages.DECISION_HEURISTICS``), to choose that
+one (``--skip-split``: one MILP only). Answers must agree whenever two runs decide. Writes
 ``benchmarks/results/NAME.{csv,json,md}`` and the journal ``NAME.jsonl`` (resumable);
 needs ``../shared/data``.
 
 Usage: ``python benchmarks/split_milp.py [--probes 6] [--time-limit 60] [--journal minimal_distortion_lns60]
-[--domains-per-thread 2] [--skip-single] [--name split_milp]``
+[--domains-per-thread 2] [--skip-single] [--skip-split] [--heuristics off] [--name split_milp]``
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -28,6 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS_DIR, machine_info, markdown_table, solver_versions, write_results  # noqa: E402
+
+from encoders.backends.scip import HEURISTICS  # noqa: E402
 
 #: Sub-domains per thread of the rows journaled before the option existed.
 OLD_DOMAINS_PER_THREAD = 2
@@ -57,10 +62,11 @@ def decide(query, eps: float, threads: int, time_limit: float) -> dict:
 
 
 def config_of(row: dict) -> str:
-    """``1 thread`` or ``2 threads x D`` (D sub-domains per thread)."""
-    if row["threads"] == 1:
-        return "1 thread"
-    return f"{row['threads']} threads x {row.get('domains_per_thread', OLD_DOMAINS_PER_THREAD)}"
+    """``1 thread`` or ``2 threads x D`` (D sub-domains per thread), then the heuristics setting
+    (rows journaled before that option ran with SCIP's default heuristics and carry no label)."""
+    label = "1 thread" if row["threads"] == 1 else \
+        f"{row['threads']} threads x {row.get('domains_per_thread', OLD_DOMAINS_PER_THREAD)}"
+    return label + (f", heuristics {row['heuristics']}" if row.get("heuristics") else "")
 
 
 def summarise(rows: list[dict], args) -> str:
@@ -116,6 +122,9 @@ def main(argv=None) -> int:
     parser.add_argument("--domains-per-thread", type=int, nargs="+", default=[OLD_DOMAINS_PER_THREAD],
                         help="run the 2-thread split with each of these DOMAINS_PER_THREAD values")
     parser.add_argument("--skip-single", action="store_true", help="no 1-thread (one MILP) runs")
+    parser.add_argument("--skip-split", action="store_true", help="no 2-thread (split) runs")
+    parser.add_argument("--heuristics", nargs="+", default=None, choices=tuple(HEURISTICS),
+                        help="run every config with each SCIP heuristics setting (default: the library's)")
     args = parser.parse_args(argv)
     if min(args.domains_per_thread) < 1:
         parser.error("--domains-per-thread must be >= 1")
@@ -124,7 +133,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     import exactverify as ev
     from exactverify import zoo
-    from exactverify.queries import split
+    from exactverify.queries import split, stages
     from exactverify.queries.checks import make_query
 
     _, _, x_test, _ = zoo.load_mnist()
@@ -132,17 +141,20 @@ def main(argv=None) -> int:
     journal = RESULTS_DIR / f"{args.name}.jsonl"  # one row per line as it is known; a rerun resumes
     rows = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()] if journal.exists() else []
     done = {(r["image"], r["target"], r["norm"], config_of(r)) for r in rows}
-    runs = ([] if args.skip_single else [(1, None)]) + [(2, d) for d in args.domains_per_thread]
+    runs = ([] if args.skip_single else [(1, None)]) + ([] if args.skip_split else
+                                                        [(2, d) for d in args.domains_per_thread])
+    settings = args.heuristics or [stages.DECISION_HEURISTICS]
     with journal.open("a") as sink:
         for probe in probes(args.journal, args.probes):  # "image" is the MNIST test index
             x = np.asarray(x_test[probe["image"]], dtype=np.float64).reshape(-1)
             query = make_query(network, x, probe["norm"], probe["target"], None, (0.0, 1.0), ev.DEFAULT_MARGIN)
-            for threads, per_thread in runs:
-                row = {**probe, "threads": threads, "domains_per_thread": per_thread}
+            for (threads, per_thread), heuristics in itertools.product(runs, settings):
+                row = {**probe, "threads": threads, "domains_per_thread": per_thread, "heuristics": heuristics}
                 if (probe["image"], probe["target"], probe["norm"], config_of(row)) in done:
                     continue
                 if per_thread is not None:
                     split.DOMAINS_PER_THREAD = per_thread
+                stages.DECISION_HEURISTICS = heuristics
                 row.update(decide(query, probe["eps"], threads, args.time_limit))
                 sink.write(json.dumps(row) + "\n")
                 sink.flush()

@@ -32,8 +32,10 @@ from exactverify.errors import InvalidInputError
 FEAS_TOL = 1e-6
 OBJ_TOL = 1e-6
 
-# (backend name, constructor options): the three backends, plus ortools' other exact engines.
-ROUTES = {"scip": ("scip", {}), "ortools": ("ortools", {}), "z3": ("z3", {}),
+# (backend name, constructor options): the three backends, SCIP without primal heuristics
+# (how decisions run), plus ortools' other exact engines.
+ROUTES = {"scip": ("scip", {}), "scip-heuristics-off": ("scip", {"heuristics": "off"}),
+          "ortools": ("ortools", {}), "z3": ("z3", {}),
           "ortools-highs": ("ortools", {"solver": "HIGHS"}), "ortools-cbc": ("ortools", {"solver": "CBC"})}
 
 
@@ -310,6 +312,29 @@ def test_scip_cutoff_and_stop_at():
     plain.add_var(0.0, 1.0)
     with pytest.raises(InvalidInputError, match="needs an objective"):
         plain.solve(stop_at=0.0)
+
+
+def test_scip_heuristics_option():
+    """``heuristics`` sets SCIP's heuristics emphasis; raw ``params`` still win; bad values are named."""
+    def model(**options):
+        be = make_backend("scip", **options)
+        xs = be.add_vars([0.0] * 3, [1.0] * 3, integer=True)
+        be.add_constraint(xs, [1.0, 1.0, 1.0], "<=", 2.0)
+        be.set_objective(xs, [3.0, 2.0, 1.0], minimize=False)
+        return be
+
+    off = model(heuristics="off")
+    assert off.solve(time_limit=10).objective == pytest.approx(5.0)
+    assert off._model.getParam("heuristics/rens/freq") == -1
+    assert off._model.getParam("heuristics/shifting/freq") == -1
+    on = model()
+    assert on.solve(time_limit=10).objective == pytest.approx(5.0)
+    assert on._model.getParam("heuristics/rens/freq") != -1
+    mixed = model(heuristics="off")
+    mixed.solve(time_limit=10, params={"heuristics/rens/freq": 7})
+    assert mixed._model.getParam("heuristics/rens/freq") == 7
+    with pytest.raises(InvalidInputError, match="heuristics"):
+        model().solve(heuristics="none")
 
 
 def test_scip_write(tmp_path):

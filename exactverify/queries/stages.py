@@ -49,12 +49,13 @@ SLACK_OBJECTIVE_BACKENDS = ("scip",)
 #: limit's own tolerance; any point found (slack > -SLACK_CUTOFF) is re-checked, and only
 #: "no point above the cutoff" (infeasible) proves robustness.
 SLACK_CUTOFF = 1e-6
-#: SCIP's primal-heuristics setting for those slack-form decisions. A decision near the
-#: minimal distortion is mostly a proof of infeasibility, where heuristics only cost time;
-#: counterexamples come from the attacks first, and SCIP still finds integral LP points.
-#: On the 6 hardest closing probes of the MNIST 784-24-24-24-10 benchmark (one MILP each,
-#: CROWN bounds, all infeasible) heuristics off took 38 / 62 / 18.5 / 55 / 63 / 24 s
-#: against 51 / 86 / 46 / 57 / 46 / 28 s on (314 -> 260 s; 5 of 6 faster).
+#: SCIP's primal-heuristics setting for those slack-form decisions (and their split sub-MILPs).
+#: Measured neutral on the 6 hardest closing probes of the MNIST 784-24-24-24-10 benchmark
+#: (``benchmarks/results/split_heuristics.md``, all infeasible): one MILP 283.6 s off vs 276.8 s
+#: on, the 2-thread split 170.7 vs 169.3 s. It is "off" because the session-10 reruns of the
+#: minimal-distortion and attack-gap benchmarks ran with it (their commands then reproduce the
+#: default engine); counterexamples come from the attacks first, and SCIP without heuristics
+#: still finds integral LP points (the oracle tests decide satisfiable queries without attacks).
 DECISION_HEURISTICS = "off"
 
 
