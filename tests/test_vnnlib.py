@@ -7,6 +7,7 @@ verdicts are checked against that and every counterexample against the formula.
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -223,9 +224,15 @@ def test_undecided_deep_boxes_are_never_dropped(onnx_path, monkeypatch):
 
 
 def test_timeout_is_never_unsat(onnx_path, monkeypatch):
+    # the time runs out after two rounds of box splitting, with boxes still open: "timeout".
+    # The deadline is counted in calls, not seconds (a 0.05 s timeout was a proof on a fast host).
     monkeypatch.setattr(solve_module, "BATCH_BOXES", 2)
-    result = solve_instance(onnx_path, DATA / "split_unsat.vnnlib", timeout=0.05)
+    calls = itertools.count()
+    monkeypatch.setattr(solve_module._Search, "left", lambda self: 1.0 if next(calls) < 2 else 0.0)
+    result = solve_instance(onnx_path, DATA / "split_unsat.vnnlib", timeout=30)
     assert result.verdict == "timeout" and result.result_text() == "timeout\n"
+    stopped = [s for s in result.stages if s["stage"] == "bab"]
+    assert stopped and all(s["outcome"] == "timeout" and s["open"] > 0 for s in stopped)
 
 
 def test_failed_recheck_is_not_sat(onnx_path, monkeypatch):
