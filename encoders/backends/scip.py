@@ -10,7 +10,8 @@ Solve options: ``gap`` (relative MIP gap, default 0: prove optimality), ``feasto
 limit, which prunes every node whose bound cannot beat it; none left is "infeasible") and
 ``stop_at`` (stop as soon as a solution is at least this good: ``limits/primal``) and
 ``heuristics`` (one of :data:`HEURISTICS`: SCIP's primal-heuristics setting, applied before
-``params``; ``"off"`` suits a decision expected to be infeasible, where heuristics only cost time).
+``params``; decisions run ``"off"``, measured neutral against ``"default"`` on the hardest MNIST
+closing probes: ``benchmarks/results/split_heuristics.md``).
 
 :data:`DEFAULT_PARAMS` switches off SCIP's aggregation (c-MIR/flow-cover) separator: on ReLU
 big-M models it took ~85% of the run time (6.4 of 7.4 s on a 31-binary model), and without
