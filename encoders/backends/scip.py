@@ -163,7 +163,8 @@ class ScipBackend(Backend):
         heuristics = opts.get("heuristics", "default")
         if heuristics not in HEURISTICS:
             raise InvalidInputError(f"scip: option 'heuristics' must be one of {tuple(HEURISTICS)}, got {heuristics!r}")
-        model.setHeuristics(HEURISTICS[heuristics])
+        if heuristics != "default":  # untouched otherwise: every other solve runs as before the option
+            model.setHeuristics(HEURISTICS[heuristics])
         params = opts.get("params") or {}
         if not isinstance(params, dict):
             raise InvalidInputError(f"scip: option 'params' must be a dict of SCIP parameters, got {params!r}")
