@@ -78,8 +78,9 @@ def contradictions(brackets: dict[tuple, list[dict]]) -> list[dict]:
                 if high["lower"] > low["upper"] + OVERLAP_SLACK:
                     found.append({"image": image, "target": target, "norm": norm,
                                   "lower": high["lower"], "lower_from": high["source"],
-                                  "lower_status": high["status"], "upper": low["upper"],
-                                  "upper_from": low["source"], "upper_status": low["status"]})
+                                  "lower_config": high["config"], "lower_status": high["status"],
+                                  "upper": low["upper"], "upper_from": low["source"],
+                                  "upper_config": low["config"], "upper_status": low["status"]})
     return found
 
 
