@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ExactVerifyError
+from .errors import ExactVerifyError, InvalidInputError
 from .queries.checks import BOUND_METHODS
 
 BUILTIN_MODELS = ("digits", "mnist")
@@ -28,22 +28,52 @@ def _network(name: str):
     return load(name), None, None
 
 
+def parse_point(text: str) -> np.ndarray:
+    """``--input``: a ``.npy`` file, a text file of numbers (comma or whitespace separated),
+    or the numbers themselves, comma separated (``0.6,-0.5,0,0.45,-0.45``)."""
+    path = Path(text)
+    try:
+        if path.suffix == ".npy":
+            if not path.is_file():
+                raise InvalidInputError(f"--input: no such file {text!r}")
+            return np.load(path, allow_pickle=False)
+        if _is_file(path):
+            return np.loadtxt(path, delimiter="," if "," in path.read_text() else None, ndmin=1)
+        if "," in text or _is_number(text):
+            return np.array([float(v) for v in text.split(",")], dtype=np.float64)
+    except ValueError as exc:
+        raise InvalidInputError(f"--input {text!r}: not a list of numbers ({exc})") from exc
+    raise InvalidInputError(f"--input: {text!r} is neither a file nor comma-separated numbers")
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # e.g. a name too long: inline numbers, not a path
+        return False
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _input(args) -> np.ndarray:
     if args.input is not None:
-        path = Path(args.input)
-        if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False)
-        return np.loadtxt(path, delimiter=",")
+        return parse_point(args.input)
     if args.digits_index is not None:
         from .zoo import load_digits_data
 
         return load_digits_data()[2][args.digits_index]
-    raise ExactVerifyError("give --input FILE (.npy or comma-separated text) or --digits-index K")
+    raise ExactVerifyError("give --input (a .npy or text file, or comma-separated numbers) or --digits-index K")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model path (.onnx, .nnet) or built-in name: " + ", ".join(BUILTIN_MODELS))
-    parser.add_argument("--input", help="input point as .npy or comma-separated text")
+    parser.add_argument("--input", help="input point: a .npy or text file, or comma-separated numbers")
     parser.add_argument("--digits-index", type=int, help="use this test image of the bundled 8x8 digits")
     parser.add_argument("--norm", choices=("linf", "l1"), default="linf")
     parser.add_argument("--target", type=int, default=None, help="target class (default: untargeted)")

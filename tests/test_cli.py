@@ -40,3 +40,29 @@ def test_distortion_then_verify_bracket_the_minimum(tmp_path):
 def test_bad_input_exits_with_a_clear_message(capsys):
     assert main(["verify", "digits", "--digits-index", "0", "--eps", "-0.1"]) == 2
     assert "eps must be finite and >= 0" in capsys.readouterr().err
+
+
+def test_input_given_inline_or_as_a_text_file_gives_the_same_verdict(tmp_path, capsys):
+    _, x_test = _digits()
+    inline = ",".join(repr(float(v)) for v in x_test[0])
+    text = tmp_path / "x.txt"
+    text.write_text("\n".join(" ".join(repr(float(v)) for v in row) for row in x_test[0].reshape(8, 8)))
+    outs = []
+    for given in (inline, str(text)):
+        out = tmp_path / f"v{len(outs)}.json"
+        assert main(["verify", "digits", "--input", given, "--target", "9", "--eps", "0.5", "--json", str(out)]) == 0
+        outs.append(json.loads(out.read_text()))
+    assert outs[0]["status"] == outs[1]["status"] == "not_robust"
+    assert outs[0]["validated"] and outs[1]["validated"]
+
+
+def test_unreadable_input_and_input_outside_the_domain_name_the_problem(tmp_path, capsys):
+    assert main(["verify", "digits", "--input", str(tmp_path / "missing.npy"), "--eps", "0.1"]) == 2
+    assert "--input: no such file" in capsys.readouterr().err
+    assert main(["verify", "digits", "--input", "0.1,zero", "--eps", "0.1"]) == 2
+    assert "not a list of numbers" in capsys.readouterr().err
+    assert main(["verify", "digits", "--input", "notafile", "--eps", "0.1"]) == 2
+    assert "neither a file nor comma-separated numbers" in capsys.readouterr().err
+    point = ",".join(["0.5"] * 63 + ["1.5"])
+    assert main(["verify", "digits", "--input", point, "--eps", "0.1"]) == 2
+    assert "x[63] = 1.5 is not in [0, 1]" in capsys.readouterr().err

@@ -132,8 +132,13 @@ def make_query(network, x, norm: str, target, label, domain, margin: float, mode
         high = np.broadcast_to(np.asarray(domain[1], dtype=np.float64), net.input_shape)
         if np.any(low > high):
             raise InvalidInputError("domain lower bound exceeds upper bound")
-        if np.any(point < low - DOMAIN_TOLERANCE) or np.any(point > high + DOMAIN_TOLERANCE):
-            raise InvalidInputError("x lies outside the input domain")
+        outside = (point < low - DOMAIN_TOLERANCE) | (point > high + DOMAIN_TOLERANCE)
+        if np.any(outside):
+            i = int(np.flatnonzero(outside.reshape(-1))[0])
+            raise InvalidInputError(
+                f"x lies outside the input domain: x[{i}] = {point.reshape(-1)[i]:.6g} is not in "
+                f"[{low.reshape(-1)[i]:.6g}, {high.reshape(-1)[i]:.6g}] ({int(outside.sum())} of {point.size} "
+                "coordinates outside; the domain argument, --domain on the command line, changes it)")
         point = np.clip(point, low, high)
         domain = (low.copy(), high.copy())
     logits = net.forward(torch.as_tensor(point)[None]).reshape(-1)
