@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,23 @@ def _input(args) -> np.ndarray:
     raise ExactVerifyError("give --input (a .npy or text file, or comma-separated numbers) or --digits-index K")
 
 
+class ProgressLines:
+    """``minimal_distortion``'s progress callback for the command line: one line per step,
+    with the time so far, the proved bracket and what the last step decided."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.start = time.perf_counter()
+
+    def __call__(self, lower: float, upper: float, step) -> None:
+        what = ""
+        if step is not None:
+            at = "" if step.eps is None else f" at {step.eps:.6g}"
+            what = f"  last: {step.stage}{at} -> {step.outcome} ({step.seconds:.1f} s)"
+        print(f"[{time.perf_counter() - self.start:7.1f} s] distortion in [{lower:.6g}, {upper:.6g}]{what}",
+              file=self.stream, flush=True)
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model path (.onnx, .nnet) or built-in name: " + ", ".join(BUILTIN_MODELS))
     parser.add_argument("--input", help="input point: a .npy or text file, or comma-separated numbers")
@@ -107,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(dist)
     dist.add_argument("--method", choices=("bisection", "direct"), default="bisection")
     dist.add_argument("--tol", type=float, default=1e-3)
+    dist.add_argument("--quiet", action="store_true", help="no progress lines (anytime bounds) on stderr")
     demo = sub.add_parser("demo", help="minimal adversarial examples on the bundled 8x8 digits")
     demo.add_argument("--images", type=int, default=3)
     demo.add_argument("--out", default="demo.png", help="PNG grid path")
@@ -164,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             verdict = verify(network, x, args.eps, **common)
             _emit(verdict.to_dict(), args.json_out, f"{verdict.status.value}: {verdict.reason}")
             return 0
-        result = minimal_distortion(network, x, method=args.method, tol=args.tol, **common)
+        progress = None if args.quiet else ProgressLines(sys.stderr)
+        result = minimal_distortion(network, x, method=args.method, tol=args.tol, progress=progress, **common)
         _emit(result.to_dict(), args.json_out,
               f"{result.status}: minimal {args.norm} distortion in [{result.lower:.6g}, {result.upper:.6g}]")
         return 0

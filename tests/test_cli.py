@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 import exactverify as ev
@@ -66,3 +67,25 @@ def test_unreadable_input_and_input_outside_the_domain_name_the_problem(tmp_path
     point = ",".join(["0.5"] * 63 + ["1.5"])
     assert main(["verify", "digits", "--input", point, "--eps", "0.1"]) == 2
     assert "x[63] = 1.5 is not in [0, 1]" in capsys.readouterr().err
+
+
+def test_distortion_reports_a_shrinking_proved_bracket_while_it_runs(tmp_path, capsys):
+    network, x_test = _digits()
+    seen = []
+    result = ev.minimal_distortion(network, x_test[1], target=4, domain=(0.0, 1.0),
+                                   progress=lambda lower, upper, step: seen.append((lower, upper, step)))
+    assert result.status == "optimal" and len(seen) >= 2
+    lowers, uppers = [s[0] for s in seen], [s[1] for s in seen]
+    assert lowers == sorted(lowers) and uppers == sorted(uppers, reverse=True)
+    assert (lowers[-1], uppers[-1]) == (result.lower, result.upper)
+    assert all(s[2] in result.history for s in seen)
+
+    out = tmp_path / "d.json"
+    assert main(["distortion", "digits", "--digits-index", "1", "--target", "4", "--json", str(out)]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "distortion in [" in line]
+    final = json.loads(out.read_text())
+    assert lines and f"[{final['lower']:.6g}, {final['upper']:.6g}]" in lines[-1]
+    assert main(["distortion", "digits", "--digits-index", "1", "--target", "4", "--quiet"]) == 0
+    assert "distortion in [" not in capsys.readouterr().err
+    with pytest.raises(ev.InvalidInputError, match="progress must be a callable"):
+        ev.minimal_distortion(network, x_test[1], target=4, progress="yes")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 from ..errors import InvalidInputError
 from ..specs import DEFAULT_MARGIN
@@ -61,14 +62,17 @@ def upper_or(default: float, upper: float) -> float:
 def minimal_distortion(network, x, norm: str = "linf", target: int | None = None, *, label: int | None = None,
                        domain=None, method: str = "bisection", tol: float = 1e-3,
                        margin: float = DEFAULT_MARGIN, backend: str = "scip", bounds_method: str = "crown",
-                       time_limit: float | None = None, model=None, threads: int = 1) -> DistortionResult:
+                       time_limit: float | None = None, model=None, threads: int = 1,
+                       progress: Callable[[float, float, SolveRecord | None], None] | None = None) -> DistortionResult:
     """Bounds ``lower <= d* <= upper`` on the smallest ``norm`` distortion of ``x`` that makes
     the network misclassify it (as ``target``, if given) by at least ``margin``.
 
     ``counterexample`` is the re-checked point at distance ``upper``; ``history`` lists every
     attack, bound pass and solver call. See :func:`exactverify.verify` for the arguments
     (``threads`` splits each decision MILP of the bisection; direct minimisation and
-    polishing stay one MILP).
+    polishing stay one MILP). ``progress(lower, upper, last_step)``, if given, is called
+    with the anytime bounds once the attack and the certified radius have set them and
+    after every exact probe of the bisection (for long runs: the command line prints it).
     """
     start = time.perf_counter()
     if method not in METHODS:
@@ -77,6 +81,8 @@ def minimal_distortion(network, x, norm: str = "linf", target: int | None = None
     threads = check_threads(threads)
     if tol == 0:
         raise InvalidInputError("tol must be > 0")
+    if progress is not None and not callable(progress):
+        raise InvalidInputError(f"progress must be a callable (lower, upper, last_step), got {type(progress).__name__}")
     time_limit = check_options(backend, bounds_method, time_limit)
     if backend == "z3" and method == "direct":
         raise InvalidInputError("method='direct' needs a MILP backend ('scip' or 'ortools'); z3 supports bisection")
@@ -124,6 +130,12 @@ def minimal_distortion(network, x, norm: str = "linf", target: int | None = None
                                      for k in range(1, CERTIFY_LEVELS + 1)])
     history.append(SolveRecord("bounds", lower, "robust" if lower > 0 else "unknown", time.perf_counter() - tick,
                                raw_status="crown certified radius"))
+
+    def tell() -> None:
+        if progress is not None:
+            progress(float(lower), float(upper), history[-1] if history else None)
+
+    tell()
     if lower >= upper:  # cannot happen with sound bounds and a re-checked point; never hide it
         return result(0.0, upper, point, "unknown", "certified radius exceeds a re-checked counterexample",
                       attack_distortion)
@@ -201,6 +213,7 @@ def minimal_distortion(network, x, norm: str = "linf", target: int | None = None
             misses = 0 if upper <= probe - step else misses + 1
         else:
             ceiling, last_reason = min(ceiling, probe), finding.reason
+        tell()
     return result(lower, upper, point, "optimal", "bisection converged", attack_distortion)
 
 
