@@ -1,0 +1,332 @@
+"""Alternatives to one SCIP MILP on the hardest closing probes of the MNIST minimal-distortion benchmark.
+
+The minimal-distortion searches that do not end within 60 s spend their time proving one
+decision MILP just below the optimum (a closing probe). This runs the probes of
+``split_milp.py`` (``upper - 0.99 tol`` of the unknown queries of a journal closest to
+ending) through the default engine and through three ways to make such a proof cheaper,
+one probe at a time on one thread:
+
+- ``milp``: the default engine (CROWN bounds, one SCIP MILP, ``solve_exact``).
+- ``bab``: ReLU-phase branch and bound with beta-CROWN bounds on every sub-domain
+  (:func:`exactverify.vnncomp.relu_split.relu_split_search`, torch on CPU); L-inf only (it
+  takes a box).
+- ``cuts-root`` / ``cuts-tree``: the default MILP plus the ideal-formulation cuts of
+  Anderson et al. ("Strong mixed-integer programming formulations for trained neural
+  networks") for every unstable ReLU, the most violated one per neuron, from a SCIP
+  separator: at the root only (SCIP's 3 root rounds), or also one round at every node (with
+  SCIP's other separators kept to the root, as the library's defaults keep them).
+- ``tighten``: before the MILP, the bounds of the second hidden layer's unstable neurons are
+  tightened by small MILPs over the first two layers (SCIP's dual bound, padded outward),
+  CROWN recomputed on top, then the same MILP.
+
+Answers must agree whenever two runs decide (a "robust" from any variant is a proof; the
+cuts are valid for every point of the ReLU's graph over its input box, and the tightened
+bounds are SCIP dual bounds widened by ``TIGHTEN_PADDING``). These variants live here, not
+in the library (see the markdown written for what each gave; ``tighten`` is the lead). Writes
+``benchmarks/results/NAME.{csv,json,md}`` and the resumable journal ``NAME.jsonl``; needs
+``../shared/data``.
+
+Usage: ``python benchmarks/closing_probes.py [--probes 5] [--time-limit 120] [--variants milp bab ...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS_DIR, machine_info, markdown_table, solver_versions, write_results  # noqa: E402
+from split_milp import decide, probes  # noqa: E402
+
+VARIANTS = ("milp", "bab", "cuts-root", "cuts-tree", "tighten")
+#: A cut is added only if the LP point violates it by more than this.
+CUT_MIN_VIOLATION = 1e-4
+#: Outward padding of a MILP-tightened bound, relative to ``1 + |bound|`` (SCIP's dual bound
+#: carries its feasibility tolerance, 1e-6).
+TIGHTEN_PADDING = 1e-5
+#: Seconds per tightening MILP (its dual bound at the limit is still a bound).
+TIGHTEN_LIMIT = 1.0
+
+
+# ------------------------------------------------------------------ Anderson et al. cuts
+def relu_neurons(network, bounds, encoding, padding: float) -> list[tuple]:
+    """Per unstable ReLU with a binary: (input vars, weights, bias, input lower, upper, y, z) as
+    SCIP variables and float64 arrays; a dense layer must feed each ReLU layer."""
+    from encoders.milp.network import padded_bounds
+    from exactverify.ir import Dense, ReLU
+
+    scip_vars = encoding.backend._vars
+    by_name = {v.name: v for v in scip_vars}
+    neurons = []
+    for i, layer in enumerate(network.layers):
+        if not isinstance(layer, ReLU):
+            continue
+        dense = network.layers[i - 1]
+        if not isinstance(dense, Dense):
+            raise ValueError(f"layer {i - 1} feeding a ReLU is {dense.kind}, not Dense")
+        inputs = encoding.values[i - 1]
+        low, up = padded_bounds(bounds, i - 1, padding)
+        for k in range(len(encoding.values[i])):
+            z = by_name.get(f"r{i}_{k}_z")  # the binary of an unstable ReLU (encoders.milp.formulations)
+            if z is None:
+                continue
+            w = np.asarray(dense.weight[k], dtype=np.float64)
+            nz = np.flatnonzero(w)
+            neurons.append(([scip_vars[j] for j in inputs[nz]], w[nz], float(dense.bias[k]), low[nz], up[nz],
+                            scip_vars[encoding.values[i + 1][k]], z))
+    return neurons
+
+
+def most_violated_cut(x: np.ndarray, y: float, z: float, w, b, low, up) -> tuple[np.ndarray, float, float, float]:
+    """Anderson et al.'s inequality ``y <= sum_{i in I} w_i (x_i - L_i (1 - z)) + (b + sum_{i not in I} w_i U_i) z``
+    (``L_i``/``U_i``: the input bound that minimises/maximises ``w_i x_i``) for the subset ``I``
+    that the point violates most; returns (mask of I, coefficient of z, right-hand side of
+    ``y - sum_I w_i x_i - coef_z z <= rhs``, violation)."""
+    small = np.where(w >= 0, low, up)
+    large = np.where(w >= 0, up, low)
+    inside = w * (x - small * (1 - z)) < w * large * z
+    coef_z = b + np.sum(w[inside] * small[inside]) + np.sum(w[~inside] * large[~inside])
+    rhs = -np.sum(w[inside] * small[inside])
+    violation = y - np.sum(w[inside] * x[inside]) - coef_z * z - rhs
+    return inside, float(coef_z), float(rhs), float(violation)
+
+
+def install_cuts(in_tree: bool, stats: dict) -> None:
+    """Wrap the MILP encoder so that every SCIP model it builds gets the cut separator."""
+    import pyscipopt
+
+    import encoders.milp as milp
+    from encoders.backends import scip
+
+    class ReluCuts(pyscipopt.Sepa):
+        def __init__(self, neurons):
+            self.neurons = neurons
+
+        def sepaexeclp(self):
+            model = self.model
+            if not in_tree and model.getDepth() > 0:
+                return {"result": pyscipopt.SCIP_RESULT.DIDNOTRUN}
+            tick = time.perf_counter()
+            values: dict[str, float] = {}
+
+            def value(var) -> float:
+                if var.name not in values:
+                    values[var.name] = model.getSolVal(None, var)
+                return values[var.name]
+
+            added = 0
+            for inputs, w, b, low, up, y, z in self.neurons:
+                x = np.array([value(v) for v in inputs])
+                inside, coef_z, rhs, violation = most_violated_cut(x, value(y), value(z), w, b, low, up)
+                if violation <= CUT_MIN_VIOLATION:
+                    continue
+                row = model.createEmptyRowSepa(self, "relu_cut", lhs=None, rhs=rhs, local=False, removable=True)
+                model.cacheRowExtensions(row)
+                model.addVarToRow(row, y, 1.0)
+                for j in np.flatnonzero(inside):
+                    model.addVarToRow(row, inputs[j], float(-w[j]))
+                model.addVarToRow(row, z, -coef_z)
+                model.flushRowExtensions(row)
+                model.addCut(row, forcecut=False)
+                model.releaseRow(row)
+                added += 1
+            stats["rounds"] += 1
+            stats["cuts"] += added
+            stats["separator_s"] += time.perf_counter() - tick
+            return {"result": pyscipopt.SCIP_RESULT.SEPARATED if added else pyscipopt.SCIP_RESULT.DIDNOTFIND}
+
+    plain = milp.encode_query
+
+    def encode_with_cuts(backend, network, region, spec, bounds, **options):
+        encoding = plain(backend, network, region, spec, bounds, **options)
+        neurons = relu_neurons(network, bounds, encoding, options.get("padding", milp.BOUND_PADDING))
+        backend._model.includeSepa(ReluCuts(neurons), "relu_cuts", "Anderson et al. ReLU cuts", priority=100000,
+                                   freq=1, maxbounddist=1.0, usessubscip=False, delay=False)
+        return encoding
+
+    milp.encode_query = encode_with_cuts
+    if in_tree:  # one round at every node for these cuts only: SCIP's own separators stay at the root
+        scip.DEFAULT_PARAMS["separating/maxrounds"] = 1
+        for key in pyscipopt.Model().getParams():
+            parts = key.split("/")
+            if len(parts) == 3 and parts[0] == "separating" and parts[2] == "freq" and parts[1] != "aggregation":
+                scip.DEFAULT_PARAMS[key] = 0
+
+
+# ------------------------------------------------------------------ MILP tightening
+def install_tightening(stats: dict) -> None:
+    """Wrap ``spec_bounds``: tighten the second hidden layer's unstable pre-activations by MILPs."""
+    import torch
+
+    from encoders.backends import make_backend
+    from encoders.milp import encode_network, encode_region
+    from exactverify.bounds import BoundsResult
+    from exactverify.bounds.crown import crown_bounds
+    from exactverify.ir import ReLU
+    from exactverify.queries import stages
+
+    plain = stages.spec_bounds
+
+    def tightened(query, spec, eps, method, time_budget=None):
+        own, _ = plain(query, spec, eps, method, time_budget)
+        tick = time.perf_counter()
+        net, region = query.network, query.region(eps)
+        relus = [i for i, layer in enumerate(net.layers) if isinstance(layer, ReLU)]
+        value = relus[1]  # the second hidden layer: the first is exact over a box already
+        lowers, uppers = list(own.lower), list(own.upper)
+        prefix = net.with_layers(net.layers[:value])
+        prefix_bounds = BoundsResult(prefix, "crown", tuple(lowers[: value + 1]), tuple(uppers[: value + 1]))
+        low, up = lowers[value][0].reshape(-1).clone(), uppers[value][0].reshape(-1).clone()
+        before = int(((low < 0) & (up > 0)).sum())
+        for j in np.flatnonzero(((low < 0) & (up > 0)).numpy()):
+            for maximise in (True, False):
+                solver = make_backend("scip")
+                x, _ = encode_region(solver, region)
+                y, _, _ = encode_network(solver, prefix, prefix_bounds, x)
+                solver.set_objective([y[j]], [1.0], minimize=not maximise)
+                result = solver.solve(time_limit=TIGHTEN_LIMIT)
+                stats["milps"] += 1
+                if result.bound is None or not np.isfinite(result.bound):
+                    continue
+                pad = TIGHTEN_PADDING * (1 + abs(result.bound))
+                if maximise:
+                    up[j] = min(float(up[j]), result.bound + pad)
+                else:
+                    low[j] = max(float(low[j]), result.bound - pad)
+        lowers[value] = low.reshape(lowers[value].shape)
+        uppers[value] = up.reshape(uppers[value].shape)
+        full = stages._with_spec_rows(query, spec)
+        free = torch.zeros(1, *full.shapes[-1], dtype=torch.float64)
+        new_low, new_up = crown_bounds(full, region, known=(lowers + [free - np.inf], uppers + [free + np.inf]))
+        n = len(net.layers)
+        result = BoundsResult(net, method, tuple(new_low[: n + 1]), tuple(new_up[: n + 1]))
+        stats["unstable_before"] = before
+        stats["unstable_after"] = int(((low < 0) & (up > 0)).sum())
+        stats["tighten_s"] += time.perf_counter() - tick
+        return result, new_low[-1][0].cpu().numpy()
+
+    stages.spec_bounds = tightened
+
+
+# ------------------------------------------------------------------ running
+def run_bab(network, x: np.ndarray, target: int, eps: float, time_limit: float) -> dict:
+    import torch
+
+    from exactverify.ir import Dense
+    from exactverify.specs import DEFAULT_MARGIN
+    from exactverify.vnncomp.relu_split import relu_split_search
+
+    others = [k for k in range(10) if k != target]
+    rows = np.zeros((len(others), 10))
+    rows[np.arange(len(others)), others] = 1.0
+    rows[:, target] = -1.0  # y_k - y_t + margin <= 0 for every k: the target wins by the margin
+    spec_net = network.with_layers(network.layers + (Dense(rows, np.full(len(others), DEFAULT_MARGIN)),))
+    low = torch.as_tensor(np.clip(x - eps, 0.0, 1.0))
+    up = torch.as_tensor(np.clip(x + eps, 0.0, 1.0))
+    tick = time.perf_counter()
+    owner = np.zeros(len(others), dtype=int)  # one disjunct: every row
+    outcome = relu_split_search(spec_net, owner, 1, low, up, time.perf_counter() + time_limit)
+    return {"answer": "robust" if outcome.proved else "unknown", "seconds": round(time.perf_counter() - tick, 3),
+            "domains": outcome.domains, "open": outcome.open,
+            "reason": "every sub-domain closed" if outcome.proved else
+            ("time limit" if outcome.seconds >= time_limit else "stopped: a sub-domain with nothing left to split")}
+
+
+def run_variant(variant: str, probe: dict, time_limit: float) -> dict:
+    """One probe through one variant, in a fresh process (the variants patch the engine)."""
+    import torch
+
+    torch.set_num_threads(1)
+    import exactverify as ev
+    from exactverify import zoo
+    from exactverify.queries.checks import make_query
+
+    _, _, x_test, _ = zoo.load_mnist()
+    network = ev.load(zoo.mnist_network(), input_shape=(784,))
+    x = np.asarray(x_test[probe["image"]], dtype=np.float64).reshape(-1)
+    if variant == "bab":
+        return run_bab(network, x, probe["target"], probe["eps"], time_limit)
+    stats = {"rounds": 0, "cuts": 0, "separator_s": 0.0, "milps": 0, "tighten_s": 0.0}
+    if variant.startswith("cuts"):
+        install_cuts(variant == "cuts-tree", stats)
+    elif variant == "tighten":
+        install_tightening(stats)
+    query = make_query(network, x, probe["norm"], probe["target"], None, (0.0, 1.0), ev.DEFAULT_MARGIN)
+    row = decide(query, probe["eps"], 1, time_limit)
+    row.update({k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items() if v})
+    return row
+
+
+def summarise(rows: list[dict], args) -> str:
+    variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
+    table = []
+    for variant in variants:
+        mine = [r for r in rows if r["variant"] == variant]
+        table.append({"variant": variant, "probes": len(mine),
+                      "decided": sum(r["answer"] != "unknown" for r in mine),
+                      "median s": round(statistics.median(r["seconds"] for r in mine), 1),
+                      "sum s": round(sum(r["seconds"] for r in mine), 1)})
+    by_probe: dict[tuple, dict] = {}
+    for r in rows:
+        by_probe.setdefault((r["image"], r["target"], r["norm"], r["eps"]), {})[r["variant"]] = r
+    disagree = sum(len({r["answer"] for r in p.values() if r["answer"] != "unknown"}) > 1 for p in by_probe.values())
+    lines = ["# Alternatives to one SCIP MILP on the hardest closing probes (MNIST 784-24-24-24-10)", "",
+             f"Probes: `upper - 0.99 tol` of the {len(by_probe)} unknown queries of `{args.journal}` closest to "
+             f"ending (as `split_milp.md`); one thread each, {args.time_limit:g} s limit, one probe at a time. "
+             "Variants: see the script's docstring.", "", markdown_table(table, list(table[0])), "",
+             f"Disagreements between decided runs: {disagree}", "",
+             "| image | target | norm | eps | " + " | ".join(f"{v} | s | detail" for v in variants) + " |",
+             "|---|---|---|---|" + "---|---|---|" * len(variants)]
+    for (image, target, norm, eps), p in sorted(by_probe.items()):
+        cells = []
+        for variant in variants:
+            r = p.get(variant, {})
+            detail = {k: r[k] for k in ("nodes", "domains", "open", "cuts", "unstable_before", "unstable_after",
+                                         "tighten_s", "milp_seconds") if k in r}
+            cells += [str(r.get("answer", "")), str(r.get("seconds", "")),
+                      ", ".join(f"{k} {v}" for k, v in detail.items())]
+        lines.append(f"| {image} | {target} | {norm} | {eps:.6g} | " + " | ".join(cells) + " |")
+    lines += ["", "Machine: " + json.dumps(machine_info()), "", "Solvers: " + json.dumps(solver_versions())]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    from concurrent.futures import ProcessPoolExecutor
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--probes", type=int, default=5)
+    parser.add_argument("--time-limit", type=float, default=120.0)
+    parser.add_argument("--journal", default="minimal_distortion_lns60")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--name", default="closing_probes")
+    args = parser.parse_args(argv)
+    journal = RESULTS_DIR / f"{args.name}.jsonl"  # one row per line as it is known; a rerun resumes
+    rows = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()] if journal.exists() else []
+    done = {(r["image"], r["target"], r["norm"], r["variant"]) for r in rows}
+    with journal.open("a") as sink:
+        for probe in probes(args.journal, args.probes):
+            for variant in args.variants:
+                if (probe["image"], probe["target"], probe["norm"], variant) in done:
+                    continue
+                if variant == "bab" and probe["norm"] != "linf":
+                    continue
+                with ProcessPoolExecutor(1) as pool:  # a fresh process: the variants patch the engine
+                    row = {**probe, "variant": variant,
+                           **pool.submit(run_variant, variant, probe, args.time_limit).result()}
+                sink.write(json.dumps(row) + "\n")
+                sink.flush()
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    write_results(args.name, rows, summarise(rows, args))
+    print(summarise(rows, args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
