@@ -7,6 +7,7 @@ from .bounds import BoundsResult, bounds
 from .compose import compose
 from .errors import (
     ExactVerifyError,
+    Interrupted,
     InvalidInputError,
     LoadMismatchError,
     ShapeMismatchError,
@@ -22,7 +23,7 @@ from .specs import DEFAULT_MARGIN, Conjunction, OutputSpec, class_wins, other_cl
 __version__ = "0.1.0"
 
 __all__ = [
-    "BoundsResult", "Conjunction", "DEFAULT_MARGIN", "ExactVerifyError", "InvalidInputError",
+    "BoundsResult", "Conjunction", "DEFAULT_MARGIN", "ExactVerifyError", "Interrupted", "InvalidInputError",
     "LoadMismatchError", "Network", "OutputSpec", "Region", "ShapeMismatchError", "SolverError",
     "UnsupportedLayerError", "ball", "bounds", "box", "class_wins", "compose", "ir", "l1_ball",
     "linf_ball", "load", "other_class_wins", "DistortionResult", "Verdict", "VerdictStatus",

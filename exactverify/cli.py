@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ExactVerifyError, InvalidInputError
+from .errors import ExactVerifyError, Interrupted, InvalidInputError
 from .queries.checks import BOUND_METHODS
 
 BUILTIN_MODELS = ("digits", "mnist")
@@ -191,6 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     except ExactVerifyError as exc:
         print(f"exactverify: error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:  # Ctrl-C in a query: what it proved so far, then the shell's 130
+        result = exc.result
+        bounds = f" [{result.lower:.6g}, {result.upper:.6g}]" if hasattr(result, "lower") else ""
+        _emit(result.to_dict(), getattr(args, "json_out", None), f"unknown{bounds}: {result.reason}")
+        return 130
+    except KeyboardInterrupt:
+        print("exactverify: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

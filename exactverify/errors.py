@@ -37,3 +37,17 @@ class LoadMismatchError(ExactVerifyError, ValueError):
 
 class SolverError(ExactVerifyError, RuntimeError):
     """A solver backend failed in a way that is not a normal status (crash, missing package)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped a query; ``result`` is what it had proved so far.
+
+    A ``KeyboardInterrupt``, so loops over many queries stop as Ctrl-C always does; the
+    anytime result (a :class:`~exactverify.queries.results.Verdict` or
+    :class:`~exactverify.queries.results.DistortionResult` with status ``unknown`` and the
+    bounds proved before the interruption) is not lost: the command line prints it.
+    """
+
+    def __init__(self, result) -> None:
+        super().__init__(f"interrupted: {result.reason}")
+        self.result = result

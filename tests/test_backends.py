@@ -372,3 +372,61 @@ def test_import_does_not_load_optional_solvers():
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _market_split(seed: int = 0, rows: int = 4, columns: int = 36) -> Backend:
+    """A market-split feasibility model (Cornuejols-Dawande): seconds to hours for SCIP."""
+    rng = np.random.default_rng(seed)
+    backend = make_backend("scip")
+    x = [backend.add_binary(f"x{i}") for i in range(columns)]
+    for _ in range(rows):
+        a = rng.integers(0, 100, columns)
+        backend.add_constraint(x, a, "==", float(a.sum() // 2))
+    return backend
+
+
+def _sigint_after(seconds: float):
+    import os
+    import signal
+    import threading
+
+    timer = threading.Timer(seconds, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    return timer
+
+
+def test_scip_hands_ctrl_c_back_as_keyboard_interrupt_not_as_a_time_limit():
+    import signal
+
+    # Python's own Ctrl-C handler, whatever the test runner inherited (a background job ignores SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = _sigint_after(1.0)
+    try:
+        with pytest.raises(KeyboardInterrupt, match="SCIP solve interrupted by Ctrl-C"):
+            _market_split().solve(time_limit=20)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_scip_ignores_ctrl_c_where_the_process_ignores_it():
+    """Campaign workers ignore SIGINT (the parent stops them); SCIP must not end their solves early."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    timer = _sigint_after(0.5)
+    try:
+        result = _market_split().solve(time_limit=2)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+    assert result.raw_status == "timelimit" and result.seconds >= 1.9
+
+
+def test_scip_interrupt_from_another_thread_is_a_status_not_an_exception():
+    import threading
+
+    backend = _market_split()
+    threading.Timer(0.5, backend.interrupt).start()
+    result = backend.solve(time_limit=20)
+    assert result.raw_status == "userinterrupt" and result.seconds < 10

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import torch
 
 import exactverify as ev
 from exactverify import zoo
-from exactverify.cli import main
+from exactverify.cli import ProgressLines, main
 
 
 def _digits():
@@ -89,3 +91,44 @@ def test_distortion_reports_a_shrinking_proved_bracket_while_it_runs(tmp_path, c
     assert "distortion in [" not in capsys.readouterr().err
     with pytest.raises(ev.InvalidInputError, match="progress must be a callable"):
         ev.minimal_distortion(network, x_test[1], target=4, progress="yes")
+
+
+def test_ctrl_c_in_a_search_returns_what_was_proved_so_far(tmp_path, monkeypatch, capsys):
+    network, x_test = _digits()
+    seen = []
+
+    def stop_after_first(lower, upper, step):
+        seen.append((lower, upper))
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(ev.Interrupted) as caught:
+        ev.minimal_distortion(network, x_test[1], target=4, domain=(0.0, 1.0), progress=stop_after_first)
+    partial = caught.value.result
+    assert isinstance(caught.value, KeyboardInterrupt)  # loops over queries still stop on Ctrl-C
+    assert partial.status == "unknown" and "interrupted by Ctrl-C" in partial.reason
+    assert (partial.lower, partial.upper) == seen[-1] and partial.lower < partial.upper
+    point = np.asarray(partial.counterexample).reshape(-1)
+    assert np.abs(point - x_test[1]).max() <= partial.upper + 1e-9
+    assert network.forward(torch.tensor(point)[None]).argmax(1).item() == 4
+
+    # the command line prints and stores that result and exits with the shell's 130
+    class InterruptedProgress(ProgressLines):
+        def __call__(self, lower, upper, step):
+            super().__call__(lower, upper, step)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("exactverify.cli.ProgressLines", InterruptedProgress)
+    out = tmp_path / "d.json"
+    assert main(["distortion", "digits", "--digits-index", "1", "--target", "4", "--json", str(out)]) == 130
+    stored = json.loads(out.read_text())
+    assert stored["status"] == "unknown" and "interrupted" in stored["reason"] and stored["upper"] < math.inf
+    assert "unknown [" in capsys.readouterr().out
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sys.modules["exactverify.queries.verify"], "_decide", interrupted)
+    with pytest.raises(ev.Interrupted) as caught:
+        ev.verify(network, x_test[1], 0.1, target=4)
+    assert caught.value.result.status.value == "unknown" and "interrupted" in caught.value.result.reason

@@ -30,6 +30,7 @@ against 0.33-0.39 s for ``quicksum`` and 0.28 s for ``addConsCoeff`` (SCIP 10.0.
 
 from __future__ import annotations
 
+import signal
 import time
 
 import numpy as np
@@ -98,6 +99,7 @@ class ScipBackend(Backend):
         self._terms: list = []  # Term(var) per variable, reused by every row
         self._has_objective = False
         self._violated_empty: str | None = None
+        self._interrupt_requested = False  # set by interrupt(): a "userinterrupt" that is not Ctrl-C
 
     # -- building -------------------------------------------------------------
     def _new_var(self, lb: float, ub: float, integer: bool, name: str) -> None:
@@ -173,6 +175,10 @@ class ScipBackend(Backend):
                 model.setParam(key, value)
             except Exception as exc:  # noqa: BLE001 - pyscipopt raises bare KeyError/LookupError
                 raise InvalidInputError(f"scip: option 'params' sets {key!r}={value!r}, rejected: {exc}") from exc
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            # SCIP catches Ctrl-C even where Python ignores it (campaign workers: Ctrl-C is the
+            # parent's, which stops cleanly); left on, the solve would end early as "unknown".
+            model.setParam("misc/catchctrlc", False)
         try:
             model.optimizeNogil()  # releases the GIL: models in other threads solve meanwhile
             raw = str(model.getStatus())
@@ -181,6 +187,10 @@ class ScipBackend(Backend):
         except Exception as exc:  # noqa: BLE001 - any SCIP failure is reported as a status
             return SolveResult(Status.ERROR, f"exception: {exc!r}", seconds=time.perf_counter() - start,
                                backend=self.name)
+        if raw == "userinterrupt" and not self._interrupt_requested:
+            # SCIP caught Ctrl-C: hand it back to Python as the KeyboardInterrupt it is, so the
+            # caller stops (with its bounds so far) instead of treating it as a time limit.
+            raise KeyboardInterrupt("SCIP solve interrupted by Ctrl-C")
         return self._result(raw, time.perf_counter() - start)
 
     def interrupt(self) -> bool:
@@ -188,6 +198,7 @@ class ScipBackend(Backend):
         False if it is not presolving or solving (not started yet, or done)."""
         if self._model.getStage() not in _RUNNING_STAGES:
             return False
+        self._interrupt_requested = True
         try:
             self._model.interruptSolve()
         except Exception:  # noqa: BLE001 - it ended between the check and the call

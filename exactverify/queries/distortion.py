@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Callable
 
-from ..errors import InvalidInputError
+from ..errors import Interrupted, InvalidInputError
 from ..specs import DEFAULT_MARGIN
 from .checks import check_eps, check_threads, make_query
 from .polish import polish
@@ -87,6 +87,22 @@ def minimal_distortion(network, x, norm: str = "linf", target: int | None = None
     if backend == "z3" and method == "direct":
         raise InvalidInputError("method='direct' needs a MILP backend ('scip' or 'ortools'); z3 supports bisection")
     query = make_query(network, x, norm, target, label, domain, margin, model)
+    start_search = time.perf_counter()
+    snapshot: list = []  # set by _search: the result it would return now (bounds proved so far)
+    try:
+        return _search(query, norm, method, tol, backend, bounds_method, time_limit, threads, progress, start,
+                       snapshot)
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Interrupted) or not snapshot:
+            raise
+        raise Interrupted(snapshot[0](f"interrupted by Ctrl-C after {time.perf_counter() - start_search:.1f} s; "
+                                      "the bounds are those proved before it")) from exc
+
+
+def _search(query, norm: str, method: str, tol: float, backend: str, bounds_method: str, time_limit: float | None,
+            threads: int, progress, start: float, snapshot: list) -> DistortionResult:
+    """The body of :func:`minimal_distortion` on a validated query; ``snapshot[0](reason)`` gives
+    the ``unknown`` result with the bounds proved so far (for an interruption)."""
     history: list[SolveRecord] = []
 
     def remaining() -> float | None:
@@ -97,6 +113,9 @@ def minimal_distortion(network, x, norm: str = "linf", target: int | None = None
     def result(lower, upper, point, status, reason, attack_distortion=None) -> DistortionResult:
         return DistortionResult(float(lower), float(upper), point, status, norm, query.label, query.target,
                                 method, tol, reason, attack_distortion, time.perf_counter() - start, history)
+
+    lower, upper, point, attack_distortion = 0.0, math.inf, None, None
+    snapshot.append(lambda reason: result(lower, upper, point, "unknown", reason, attack_distortion))
 
     centre = accept_point(query, query.x, 0.0, "centre")
     if centre.outcome == "not_robust":

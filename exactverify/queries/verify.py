@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from ..errors import InvalidInputError
+from ..errors import Interrupted, InvalidInputError
 from ..specs import DEFAULT_MARGIN
 from .checks import BACKENDS, BOUND_METHODS, check_eps, check_threads, make_query
 from .results import SolveRecord, Verdict, VerdictStatus
@@ -46,7 +46,15 @@ def verify(network, x, eps, norm: str = "linf", target: int | None = None, *, la
     query = make_query(network, x, norm, target, label, domain, margin, model)
     history: list[SolveRecord] = []
 
-    finding = _decide(query, eps, backend, bounds_method, time_limit, attack_first, history, threads)
+    try:
+        finding = _decide(query, eps, backend, bounds_method, time_limit, attack_first, history, threads)
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Interrupted):
+            raise
+        seconds = time.perf_counter() - start
+        raise Interrupted(Verdict(status=VerdictStatus.UNKNOWN, reason=f"interrupted by Ctrl-C after {seconds:.1f} s",
+                                  label=query.label, target=query.target, eps=eps, norm=norm, seconds=seconds,
+                                  history=history)) from exc
     return Verdict(
         status=VerdictStatus(finding.outcome), reason=finding.reason, label=query.label, target=query.target,
         eps=eps, norm=norm, counterexample=finding.point if finding.outcome == "not_robust" else None,
