@@ -191,13 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     except ExactVerifyError as exc:
         print(f"exactverify: error: {exc}", file=sys.stderr)
         return 2
-    except Interrupted as exc:  # Ctrl-C in a query: what it proved so far, then the shell's 130
-        result = exc.result
-        bounds = f" [{result.lower:.6g}, {result.upper:.6g}]" if hasattr(result, "lower") else ""
-        _emit(result.to_dict(), getattr(args, "json_out", None), f"unknown{bounds}: {result.reason}")
-        return 130
-    except KeyboardInterrupt:
-        print("exactverify: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # the shell's 130; a single query first says what it proved so far
+        if isinstance(exc, Interrupted) and args.command in ("verify", "distortion"):
+            result = exc.result
+            bounds = f" [{result.lower:.6g}, {result.upper:.6g}]" if hasattr(result, "lower") else ""
+            _emit(result.to_dict(), args.json_out, f"unknown{bounds}: {result.reason}")
+        else:
+            print("exactverify: interrupted", file=sys.stderr)
         return 130
 
 

@@ -132,3 +132,22 @@ def test_ctrl_c_in_a_search_returns_what_was_proved_so_far(tmp_path, monkeypatch
     with pytest.raises(ev.Interrupted) as caught:
         ev.verify(network, x_test[1], 0.1, target=4)
     assert caught.value.result.status.value == "unknown" and "interrupted" in caught.value.result.reason
+
+
+def test_ctrl_c_in_the_demo_stops_it_without_writing_a_query_result_over_its_rows(tmp_path, monkeypatch, capsys):
+    network, x_test = _digits()
+
+    def stop_at_once(lower, upper, step):
+        raise KeyboardInterrupt
+
+    with pytest.raises(ev.Interrupted) as caught:
+        ev.minimal_distortion(network, x_test[1], target=4, domain=(0.0, 1.0), progress=stop_at_once)
+
+    def interrupted_demo(*args, **kwargs):
+        raise caught.value
+
+    monkeypatch.setattr("exactverify.demo.run_demo", interrupted_demo)
+    rows = tmp_path / "demo.json"
+    assert main(["demo", "--json", str(rows), "--out", str(tmp_path / "demo.png")]) == 130
+    assert not rows.exists()
+    assert "interrupted" in capsys.readouterr().err
