@@ -87,7 +87,6 @@ def minimal_distortion(network, x, norm: str = "linf", target: int | None = None
     if backend == "z3" and method == "direct":
         raise InvalidInputError("method='direct' needs a MILP backend ('scip' or 'ortools'); z3 supports bisection")
     query = make_query(network, x, norm, target, label, domain, margin, model)
-    start_search = time.perf_counter()
     snapshot: list = []  # set by _search: the result it would return now (bounds proved so far)
     try:
         return _search(query, norm, method, tol, backend, bounds_method, time_limit, threads, progress, start,
@@ -95,7 +94,7 @@ def minimal_distortion(network, x, norm: str = "linf", target: int | None = None
     except KeyboardInterrupt as exc:
         if isinstance(exc, Interrupted) or not snapshot:
             raise
-        raise Interrupted(snapshot[0](f"interrupted by Ctrl-C after {time.perf_counter() - start_search:.1f} s; "
+        raise Interrupted(snapshot[0](f"interrupted by Ctrl-C after {time.perf_counter() - start:.1f} s; "
                                       "the bounds are those proved before it")) from exc
 
 
