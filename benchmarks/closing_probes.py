@@ -215,23 +215,17 @@ def install_tightening(stats: dict) -> None:
 
 
 # ------------------------------------------------------------------ running
-def run_bab(network, x: np.ndarray, target: int, eps: float, time_limit: float) -> dict:
-    import torch
-
-    from exactverify.ir import Dense
-    from exactverify.specs import DEFAULT_MARGIN
+def run_bab(query, eps: float, time_limit: float) -> dict:
+    from exactverify.queries.stages import _with_spec_rows
     from exactverify.vnncomp.relu_split import relu_split_search
 
-    others = [k for k in range(10) if k != target]
-    rows = np.zeros((len(others), 10))
-    rows[np.arange(len(others)), others] = 1.0
-    rows[:, target] = -1.0  # y_k - y_t + margin <= 0 for every k: the target wins by the margin
-    spec_net = network.with_layers(network.layers + (Dense(rows, np.full(len(others), DEFAULT_MARGIN)),))
-    low = torch.as_tensor(np.clip(x - eps, 0.0, 1.0))
-    up = torch.as_tensor(np.clip(x + eps, 0.0, 1.0))
+    spec = query.spec()  # where the attack succeeds: every row of a disjunct <= 0
+    owner = np.concatenate([np.full(c.A.shape[0], k) for k, c in enumerate(spec.disjuncts)])
+    region = query.region(eps)  # an L-inf ball within the domain: a box
+    low, up = region.lower[0].reshape(-1), region.upper[0].reshape(-1)
     tick = time.perf_counter()
-    owner = np.zeros(len(others), dtype=int)  # one disjunct: every row
-    outcome = relu_split_search(spec_net, owner, 1, low, up, time.perf_counter() + time_limit)
+    outcome = relu_split_search(_with_spec_rows(query, spec), owner, len(spec.disjuncts), low, up,
+                                time.perf_counter() + time_limit)
     return {"answer": "robust" if outcome.proved else "unknown", "seconds": round(time.perf_counter() - tick, 3),
             "domains": outcome.domains, "open": outcome.open,
             "reason": "every sub-domain closed" if outcome.proved else
@@ -250,14 +244,14 @@ def run_variant(variant: str, probe: dict, time_limit: float) -> dict:
     _, _, x_test, _ = zoo.load_mnist()
     network = ev.load(zoo.mnist_network(), input_shape=(784,))
     x = np.asarray(x_test[probe["image"]], dtype=np.float64).reshape(-1)
+    query = make_query(network, x, probe["norm"], probe["target"], None, (0.0, 1.0), ev.DEFAULT_MARGIN)
     if variant == "bab":
-        return run_bab(network, x, probe["target"], probe["eps"], time_limit)
+        return run_bab(query, probe["eps"], time_limit)
     stats = {"rounds": 0, "cuts": 0, "separator_s": 0.0, "milps": 0, "tighten_s": 0.0}
     if variant.startswith("cuts"):
         install_cuts(variant == "cuts-tree", stats)
     elif variant == "tighten":
         install_tightening(stats)
-    query = make_query(network, x, probe["norm"], probe["target"], None, (0.0, 1.0), ev.DEFAULT_MARGIN)
     row = decide(query, probe["eps"], 1, time_limit)
     row.update({k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items() if v})
     return row

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _module():
-    sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("closing_probes", BENCHMARKS / "closing_probes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_loader import load_benchmark
 
 
 def test_the_most_violated_cut_holds_on_every_point_of_the_relu_graph_and_cuts_fractional_points():
-    cut = _module().most_violated_cut
+    cut = load_benchmark("closing_probes").most_violated_cut
     rng = np.random.default_rng(0)
     cut_off = 0
     for _ in range(500):
