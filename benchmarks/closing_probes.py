@@ -26,7 +26,8 @@ in the library (see the markdown written for what each gave; ``tighten`` is the 
 ``benchmarks/results/NAME.{csv,json,md}`` and the resumable journal ``NAME.jsonl``; needs
 ``../shared/data``.
 
-Usage: ``python benchmarks/closing_probes.py [--probes 5] [--time-limit 120] [--variants milp bab ...]``
+Usage: ``python benchmarks/closing_probes.py [--probes 5] [--time-limit 120] [--variants milp bab ...]
+[--probe IMAGE:TARGET:NORM:EPS ...] [--name closing_probes]``
 """
 
 from __future__ import annotations
@@ -257,6 +258,15 @@ def run_variant(variant: str, probe: dict, time_limit: float) -> dict:
     return row
 
 
+def given_probes(texts: list[str]) -> list[dict]:
+    """``IMAGE:TARGET:NORM:EPS`` strings as probes (MNIST test index, target class, linf/l1, radius)."""
+    out = []
+    for text in texts:
+        image, target, norm, eps = text.split(":")
+        out.append({"image": int(image), "target": int(target), "norm": norm, "eps": float(eps)})
+    return out
+
+
 def summarise(rows: list[dict], args) -> str:
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
     table = []
@@ -271,8 +281,10 @@ def summarise(rows: list[dict], args) -> str:
         by_probe.setdefault((r["image"], r["target"], r["norm"], r["eps"]), {})[r["variant"]] = r
     disagree = sum(len({r["answer"] for r in p.values() if r["answer"] != "unknown"}) > 1 for p in by_probe.values())
     lines = ["# Alternatives to one SCIP MILP on the hardest closing probes (MNIST 784-24-24-24-10)", "",
-             f"Probes: `upper - 0.99 tol` of the {len(by_probe)} unknown queries of `{args.journal}` closest to "
-             f"ending (as `split_milp.md`); one thread each, {args.time_limit:g} s limit, one probe at a time. "
+             ("Probes: as given on the command line (`--probe`); " if args.probe else
+              f"Probes: `upper - 0.99 tol` of the {len(by_probe)} unknown queries of `{args.journal}` closest to "
+              "ending (as `split_milp.md`); ") +
+             f"one thread each, {args.time_limit:g} s limit, one probe at a time. "
              "Variants: see the script's docstring.", "", markdown_table(table, list(table[0])), "",
              f"Disagreements between decided runs: {disagree}", "",
              "| image | target | norm | eps | " + " | ".join(f"{v} | s | detail" for v in variants) + " |",
@@ -297,6 +309,8 @@ def main(argv=None) -> int:
     parser.add_argument("--probes", type=int, default=5)
     parser.add_argument("--time-limit", type=float, default=120.0)
     parser.add_argument("--journal", default="minimal_distortion_lns60")
+    parser.add_argument("--probe", action="append", default=None, metavar="IMAGE:TARGET:NORM:EPS",
+                        help="decide this probe instead of those taken from --journal (repeatable)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--name", default="closing_probes")
     args = parser.parse_args(argv)
@@ -304,7 +318,7 @@ def main(argv=None) -> int:
     rows = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()] if journal.exists() else []
     done = {(r["image"], r["target"], r["norm"], r["variant"]) for r in rows}
     with journal.open("a") as sink:
-        for probe in probes(args.journal, args.probes):
+        for probe in given_probes(args.probe) if args.probe else probes(args.journal, args.probes):
             for variant in args.variants:
                 if (probe["image"], probe["target"], probe["norm"], variant) in done:
                     continue
