@@ -33,10 +33,10 @@ def parse_point(text: str) -> np.ndarray:
     """``--input``: a ``.npy`` file, a text file of numbers (comma or whitespace separated),
     or the numbers themselves, comma separated (``0.6,-0.5,0,0.45,-0.45``)."""
     path = Path(text)
+    if path.suffix == ".npy" and not path.is_file():
+        raise InvalidInputError(f"--input: no such file {text!r}")
     try:
         if path.suffix == ".npy":
-            if not path.is_file():
-                raise InvalidInputError(f"--input: no such file {text!r}")
             return np.load(path, allow_pickle=False)
         if _is_file(path):
             return np.loadtxt(path, delimiter="," if "," in path.read_text() else None, ndmin=1)

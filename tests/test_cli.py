@@ -61,7 +61,12 @@ def test_input_given_inline_or_as_a_text_file_gives_the_same_verdict(tmp_path, c
 
 def test_unreadable_input_and_input_outside_the_domain_name_the_problem(tmp_path, capsys):
     assert main(["verify", "digits", "--input", str(tmp_path / "missing.npy"), "--eps", "0.1"]) == 2
-    assert "--input: no such file" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--input: no such file" in err and "not a list of numbers" not in err
+    broken = tmp_path / "broken.npy"
+    broken.write_bytes(b"not an npy file")
+    assert main(["verify", "digits", "--input", str(broken), "--eps", "0.1"]) == 2
+    assert "not a list of numbers" in capsys.readouterr().err
     assert main(["verify", "digits", "--input", "0.1,zero", "--eps", "0.1"]) == 2
     assert "not a list of numbers" in capsys.readouterr().err
     assert main(["verify", "digits", "--input", "notafile", "--eps", "0.1"]) == 2
