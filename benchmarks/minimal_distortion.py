@@ -9,9 +9,11 @@ CSV/JSON/markdown are written at the end.
 
     python benchmarks/minimal_distortion.py [--images 10] [--time-limit 60] [--workers 2]
     python benchmarks/minimal_distortion.py --configs fast --name NAME --unproved-in EARLIER [...]
+    python benchmarks/minimal_distortion.py --configs fast --bounds milp --name NAME [...]
     python benchmarks/minimal_distortion.py --configs compare --compare-images 1 --name NAME
     python benchmarks/minimal_distortion.py --report-from OLD NEWER ... --name minimal_distortion
 
+``--unproved-in`` skips the queries an earlier journal proved with any bound method.
 ``--report-from`` runs nothing: it takes the latest row per query over the named journals
 (later names win, so a rerun of the hard queries after an engine change replaces their
 rows) and writes the tables with the journal of every row.
@@ -32,6 +34,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info, solver_versions, write_results  # noqa: E402
+
+from exactverify.queries.checks import BOUND_METHODS  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: The library's defaults (bisection, SCIP, CROWN bounds): cheap bound passes, each exact call
@@ -82,6 +86,8 @@ def plan(args, images: np.ndarray, labels: np.ndarray, indices: list[int]) -> li
     configs = {"fast": [FAST], "compare": COMPARISONS, "all": [FAST] + COMPARISONS}[args.configs]
     for config in configs:
         method, backend, bounds_method = config
+        if config == FAST:
+            bounds_method = args.bounds
         for i in indices if config == FAST else [i for i in indices if i in subset]:
             for norm in args.norms:
                 for target in range(10):
@@ -173,6 +179,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1,
                         help="threads per query (split decision MILPs); workers x threads should fit the cores")
+    parser.add_argument("--bounds", choices=BOUND_METHODS, default=FAST[2],
+                        help="bound method of the fast configuration (e.g. milp: MILP-tightened second layer)")
     parser.add_argument("--name", default="minimal_distortion")
     parser.add_argument("--configs", choices=("all", "fast", "compare"), default="all",
                         help="fast: the defaults on every query; compare: the comparison configurations on "
@@ -202,8 +210,8 @@ def main(argv=None) -> int:
     if args.unproved_in:
         earlier = [json.loads(line) for name in args.unproved_in
                    for line in (RESULTS / f"{name}.jsonl").read_text().splitlines() if line.strip()]
-        proved = {_key(row) for row in earlier if row["status"] == "optimal"}
-        jobs = [j for j in jobs if _key(j) not in proved]
+        proved = {_key(row)[:5] for row in earlier if row["status"] == "optimal"}  # any bound method
+        jobs = [j for j in jobs if _key(j)[:5] not in proved]
 
     RESULTS.mkdir(exist_ok=True)
     journal = RESULTS / f"{args.name}.jsonl"

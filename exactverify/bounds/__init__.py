@@ -6,6 +6,8 @@ Methods (see :func:`bounds`):
 - ``lp``: per-neuron LP tightening on top of CROWN, as MIPVerify's progressive tightening.
 - ``alpha``: CROWN with optimised ReLU lower slopes (alpha-CROWN) for the unstable
   neurons of every layer and for the output; as tight as LP tightening on MNIST MLPs, faster.
+- ``milp``: CROWN with the inputs of the second ReLU layer tightened by one small MILP per
+  unstable neuron (SCIP dual bounds, padded); for the hard decisions of exact queries.
 - ``forward``: forward symbolic bounds (cheap for low-dimensional inputs such as a
   generator's latent code), with backward CROWN on small values such as the output.
 """
@@ -22,7 +24,7 @@ from ..regions import Region
 from .interval import interval_bounds
 from .result import BoundsResult, Stability
 
-METHODS = ("interval", "crown", "lp", "forward", "alpha")
+METHODS = ("interval", "crown", "lp", "forward", "alpha", "milp")
 
 __all__ = ["bounds", "BoundsResult", "Stability", "METHODS"]
 
@@ -44,7 +46,8 @@ def bounds(network: Network, region: Region, method: str = "crown", device=None,
     """Bounds on the value entering every layer of ``network`` for each region of ``region``.
 
     ``device`` (e.g. ``"cuda"``) runs interval/CROWN there; results come back on that
-    device. ``options`` go to the method (``lp``: ``time_limit`` per LP, ``layers``).
+    device. ``options`` go to the method (``lp``: ``time_limit`` per LP, ``layers``; ``milp``:
+    ``layers``, ``threads``, ``time_budget``, ``stats``).
     """
     _validate(network, region, method)
     if device is not None:
@@ -60,6 +63,10 @@ def bounds(network: Network, region: Region, method: str = "crown", device=None,
         from .alpha import alpha_bounds
 
         lowers, uppers = alpha_bounds(network, region, **options)
+    elif method == "milp":
+        from .milp import milp_bounds
+
+        lowers, uppers = milp_bounds(network, region, **options)
     elif method == "forward":
         from .forward import forward_bounds
 

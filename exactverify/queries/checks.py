@@ -30,7 +30,7 @@ from ..specs import OutputSpec, class_wins, other_class_wins
 REGION_TOLERANCE = 1e-6
 NORMS = ("linf", "l1")
 BACKENDS = ("scip", "ortools", "z3")
-BOUND_METHODS = ("interval", "crown", "lp", "forward", "alpha")
+BOUND_METHODS = ("interval", "crown", "lp", "forward", "alpha", "milp")
 
 
 @dataclass(frozen=True)

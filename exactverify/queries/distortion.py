@@ -157,7 +157,7 @@ def _search(query, norm: str, method: str, tol: float, backend: str, bounds_meth
     if lower >= upper:  # cannot happen with sound bounds and a re-checked point; never hide it
         return result(0.0, upper, point, "unknown", "certified radius exceeds a re-checked counterexample",
                       attack_distortion)
-    solve = dict(backend=backend, bounds_method=bounds_method, history=history)
+    solve = dict(backend=backend, bounds_method=bounds_method, history=history, bound_cache={})
 
     if best is None:
         # No attack succeeded: decide the largest region exactly first.

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..bounds import BoundsResult, bounds
+from ..bounds.crown import crown_bounds
 from ..ir import Dense, Flatten
 from ..regions import ball
 from ..specs import Conjunction, OutputSpec
@@ -30,10 +31,15 @@ DUAL_BOUND_SLACK = 1e-6
 #: Share of a query's time limit the PGD attacks may use (the warm start, and each
 #: bisection step's attack of the remaining time) before exact solving.
 ATTACK_TIME_SHARE = 0.15
-#: Share of a query's remaining time that LP bound tightening may use before the MILP.
+#: Share of a query's remaining time that LP or MILP bound tightening may use before the MILP.
 LP_TIME_SHARE = 0.3
 #: Seconds per LP in bound tightening.
 LP_TIME_LIMIT = 10.0
+#: A search (the probes of one minimal-distortion bisection) reuses MILP-tightened bounds
+#: computed at radius ``eps'`` for a probe at ``eps`` in ``[MILP_REUSE_FRACTION * eps', eps']``:
+#: sound (the eps-region lies inside the eps'-region) and nearly as tight, since the probes
+#: that need a MILP sit within a few ``tol`` of each other; further down it tightens again.
+MILP_REUSE_FRACTION = 0.9
 #: Backends whose decision MILPs, for a spec of one disjunct (targeted queries), maximise
 #: the spec's slack ``s`` (>= 0 exactly on the spec) with an objective cutoff instead of
 #: constraining ``s >= 0``: the solver then prunes every node whose bound cannot reach the
@@ -161,19 +167,37 @@ def refine_attack(query: Query, eps_high: float, iterations: int = 8,
 
 
 def spec_bounds(query: Query, spec: OutputSpec, eps: float, method: str,
-                time_budget: float | None = None) -> tuple[BoundsResult, np.ndarray]:
+                time_budget: float | None = None, threads: int = 1,
+                reuse: dict | None = None) -> tuple[BoundsResult, np.ndarray]:
     """Bounds of the network on the eps-region plus lower bounds of every spec row ``A y - b``.
 
     The spec rows are appended as one more dense layer, so CROWN/LP bound them directly
-    (tighter than bounding them from the output box). ``time_budget`` caps LP tightening
-    (neurons not reached keep their CROWN bounds, which stay sound).
+    (tighter than bounding them from the output box). ``time_budget`` caps LP and MILP
+    tightening (neurons not reached keep their CROWN bounds, which stay sound); ``threads``
+    MILP-tightening solves run side by side. ``reuse`` (a dict one search keeps across its
+    probes) holds the last MILP-tightened bounds: a probe at a radius within
+    ``[MILP_REUSE_FRACTION * eps', eps']`` of the radius ``eps'`` they were computed at uses
+    them instead of tightening again (they hold for every region inside that one).
     """
     net = query.network
-    options = {}
-    if method == "lp" and time_budget is not None:
-        options = {"time_budget": time_budget, "time_limit": max(min(LP_TIME_LIMIT, time_budget), 0.01)}
-    result = bounds(_with_spec_rows(query, spec), query.region(eps), method=method, **options)
+    full = _with_spec_rows(query, spec)
+    region = query.region(eps)
     n = len(net.layers)
+    if method == "milp" and reuse and reuse["eps"] >= eps >= MILP_REUSE_FRACTION * reuse["eps"]:
+        tick = time.perf_counter()
+        pads = [torch.full((1, *shape), math.inf, dtype=torch.float64) for shape in full.shapes[n + 1:]]
+        known = (list(reuse["lower"]) + [-p for p in pads], list(reuse["upper"]) + pads)
+        lowers, uppers = crown_bounds(full, region, known=known)
+        result = BoundsResult(full, "milp", tuple(lowers), tuple(uppers), time.perf_counter() - tick)
+    else:
+        options = {}
+        if method == "lp" and time_budget is not None:
+            options = {"time_budget": time_budget, "time_limit": max(min(LP_TIME_LIMIT, time_budget), 0.01)}
+        elif method == "milp":
+            options = {"time_budget": time_budget, "threads": threads}
+        result = bounds(full, region, method=method, **options)
+        if method == "milp" and reuse is not None:
+            reuse.update(eps=eps, lower=result.lower[: n + 1], upper=result.upper[: n + 1])
     own = BoundsResult(net, method, result.lower[: n + 1], result.upper[: n + 1], result.seconds)
     return own, result.lower[-1][0].cpu().numpy()
 
@@ -214,20 +238,21 @@ def live_disjuncts(spec: OutputSpec, row_lower: np.ndarray) -> OutputSpec | None
 
 def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, time_limit: float | None,
                 minimise: bool, history: list[SolveRecord], encoder_options: dict | None = None,
-                known_lower: float = 0.0, threads: int = 1) -> Finding:
+                known_lower: float = 0.0, threads: int = 1, bound_cache: dict | None = None) -> Finding:
     """Decide (or, with ``minimise``, minimise the distortion over) the eps-region exactly.
 
     ``known_lower`` is a proved lower bound on the minimal distortion (e.g. a certified
     radius); the minimising MILP gets it as a constraint, which helps its dual bound.
     With ``threads > 1`` a decision is split into ReLU-phase sub-domains whose MILPs run
-    side by side (:mod:`.split`) where the network and backend allow it.
+    side by side (:mod:`.split`) where the network and backend allow it. ``bound_cache``
+    is the ``reuse`` dict of :func:`spec_bounds` (a search passes one to all its probes).
     """
     if time_limit is not None and time_limit <= 0:
         return Finding("unknown", "time limit reached before the exact solve")
     spec = query.spec()
     start = time.perf_counter()
     lp_budget = None if time_limit is None else LP_TIME_SHARE * time_limit
-    net_bounds, row_lower = spec_bounds(query, spec, eps, bounds_method, lp_budget)
+    net_bounds, row_lower = spec_bounds(query, spec, eps, bounds_method, lp_budget, threads, bound_cache)
     unstable = net_bounds.unstable_per_layer()
     live = live_disjuncts(spec, row_lower)
     history.append(SolveRecord("bounds", eps, "robust" if live is None else "unknown",
