@@ -141,11 +141,15 @@ def milp_bounds(network: Network, region: Region, *, layers: int | None = None, 
     layers = TIGHTEN_LAYERS if layers is None else layers
     if not isinstance(layers, int) or layers < 0:
         raise InvalidInputError(f"layers must be an int >= 0, got {layers!r}")
+    relus = _relu_layers(network)[1: 1 + layers]
+    smooth = [layer.kind for layer in network.layers[: max(relus, default=0)] if not layer.piecewise_linear]
+    if smooth:
+        raise InvalidInputError(f"bounds method 'milp' needs piecewise-linear layers before the ReLUs it "
+                                f"tightens; {network.name} has {', '.join(sorted(set(smooth)))}")
     start = time.perf_counter()
     deadline = None if time_budget is None else start + time_budget
     lowers, uppers = crown_bounds(network, region)
     crown = ([t.clone() for t in lowers], [t.clone() for t in uppers])
-    relus = _relu_layers(network)[1: 1 + layers]
     before = _unstable(lowers, uppers, relus)
     solved = tightened = 0
     for value in relus:

@@ -36,10 +36,12 @@ LP_TIME_SHARE = 0.3
 #: Seconds per LP in bound tightening.
 LP_TIME_LIMIT = 10.0
 #: A search (the probes of one minimal-distortion bisection) reuses MILP-tightened bounds
-#: computed at radius ``eps'`` for a probe at ``eps`` in ``[MILP_REUSE_FRACTION * eps', eps']``:
-#: sound (the eps-region lies inside the eps'-region) and nearly as tight, since the probes
-#: that need a MILP sit within a few ``tol`` of each other; further down it tightens again.
-MILP_REUSE_FRACTION = 0.9
+#: computed at radius ``eps'`` for a probe at ``eps`` in ``[MILP_REUSE_FRACTION * eps', eps']``,
+#: intersected with CROWN at ``eps``: sound (the eps-region lies inside the eps'-region), and
+#: the closing probes sit within a few ``tol`` of each other. The midpoint probes after a
+#: closing probe timed out (0.6-0.8 eps') reuse them too: tightening again would cost the
+#: anytime lower bound the seconds it has left; further down it tightens again.
+MILP_REUSE_FRACTION = 0.5
 #: Backends whose decision MILPs, for a spec of one disjunct (targeted queries), maximise
 #: the spec's slack ``s`` (>= 0 exactly on the spec) with an objective cutoff instead of
 #: constraining ``s >= 0``: the solver then prunes every node whose bound cannot reach the
@@ -168,7 +170,7 @@ def refine_attack(query: Query, eps_high: float, iterations: int = 8,
 
 def spec_bounds(query: Query, spec: OutputSpec, eps: float, method: str,
                 time_budget: float | None = None, threads: int = 1,
-                reuse: dict | None = None) -> tuple[BoundsResult, np.ndarray]:
+                reuse: dict | None = None, stats: dict | None = None) -> tuple[BoundsResult, np.ndarray]:
     """Bounds of the network on the eps-region plus lower bounds of every spec row ``A y - b``.
 
     The spec rows are appended as one more dense layer, so CROWN/LP bound them directly
@@ -178,6 +180,8 @@ def spec_bounds(query: Query, spec: OutputSpec, eps: float, method: str,
     probes) holds the last MILP-tightened bounds: a probe at a radius within
     ``[MILP_REUSE_FRACTION * eps', eps']`` of the radius ``eps'`` they were computed at uses
     them instead of tightening again (they hold for every region inside that one).
+    ``stats`` receives the MILP tightening's counts (:func:`~exactverify.bounds.milp.milp_bounds`),
+    or ``reused_from`` (the radius of the bounds reused).
     """
     net = query.network
     full = _with_spec_rows(query, spec)
@@ -186,20 +190,36 @@ def spec_bounds(query: Query, spec: OutputSpec, eps: float, method: str,
     if method == "milp" and reuse and reuse["eps"] >= eps >= MILP_REUSE_FRACTION * reuse["eps"]:
         tick = time.perf_counter()
         pads = [torch.full((1, *shape), math.inf, dtype=torch.float64) for shape in full.shapes[n + 1:]]
-        known = (list(reuse["lower"]) + [-p for p in pads], list(reuse["upper"]) + pads)
+        plain_low, plain_up = crown_bounds(full, region)  # CROWN on the probe's own region, then both
+        cached_low, cached_up = list(reuse["lower"]) + [-p for p in pads], list(reuse["upper"]) + pads
+        known = ([torch.maximum(a, b) for a, b in zip(plain_low, cached_low, strict=True)],
+                 [torch.minimum(a, b) for a, b in zip(plain_up, cached_up, strict=True)])
         lowers, uppers = crown_bounds(full, region, known=known)
         result = BoundsResult(full, "milp", tuple(lowers), tuple(uppers), time.perf_counter() - tick)
+        if stats is not None:
+            stats["reused_from"] = reuse["eps"]
     else:
         options = {}
         if method == "lp" and time_budget is not None:
             options = {"time_budget": time_budget, "time_limit": max(min(LP_TIME_LIMIT, time_budget), 0.01)}
         elif method == "milp":
-            options = {"time_budget": time_budget, "threads": threads}
+            options = {"time_budget": time_budget, "threads": threads, "stats": stats}
         result = bounds(full, region, method=method, **options)
         if method == "milp" and reuse is not None:
             reuse.update(eps=eps, lower=result.lower[: n + 1], upper=result.upper[: n + 1])
     own = BoundsResult(net, method, result.lower[: n + 1], result.upper[: n + 1], result.seconds)
     return own, result.lower[-1][0].cpu().numpy()
+
+
+def describe_bounds(method: str, stats: dict) -> str:
+    """A bound pass's raw status: the method, plus what MILP tightening did."""
+    if "reused_from" in stats:
+        return f"{method} (tightened bounds reused from eps={stats['reused_from']:.6g})"
+    if "milps" in stats:
+        checked = "" if stats["tightened"] >= 0 else ", failed the sampling check: CROWN kept"
+        return (f"{method} ({stats['milps']} MILPs, unstable ReLUs {stats['unstable_before']} -> "
+                f"{stats['unstable_after']}, {stats['seconds']:.1f} s{checked})")
+    return method
 
 
 def certified_radius(query: Query, eps_values: list[float], method: str = "crown") -> float:
@@ -252,11 +272,13 @@ def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, t
     spec = query.spec()
     start = time.perf_counter()
     lp_budget = None if time_limit is None else LP_TIME_SHARE * time_limit
-    net_bounds, row_lower = spec_bounds(query, spec, eps, bounds_method, lp_budget, threads, bound_cache)
+    stats: dict = {}
+    net_bounds, row_lower = spec_bounds(query, spec, eps, bounds_method, lp_budget, threads, bound_cache, stats)
     unstable = net_bounds.unstable_per_layer()
     live = live_disjuncts(spec, row_lower)
     history.append(SolveRecord("bounds", eps, "robust" if live is None else "unknown",
-                               time.perf_counter() - start, raw_status=bounds_method, unstable=unstable))
+                               time.perf_counter() - start, raw_status=describe_bounds(bounds_method, stats),
+                               unstable=unstable))
     if live is None:
         return Finding("robust", f"proved by {bounds_method} bounds")
     if time_limit is not None:
