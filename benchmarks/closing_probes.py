@@ -17,12 +17,14 @@ one probe at a time on one thread:
   SCIP's other separators kept to the root, as the library's defaults keep them).
 - ``tighten``: before the MILP, the bounds of the second hidden layer's unstable neurons are
   tightened by small MILPs over the first two layers (SCIP's dual bound, padded outward),
-  CROWN recomputed on top, then the same MILP.
+  CROWN recomputed on top, then the same MILP. The stored rows came from a prototype here
+  (no time budget, no sampling check); it is now the library's ``bounds_method="milp"``
+  (:mod:`exactverify.bounds.milp`), which this variant runs.
 
 Answers must agree whenever two runs decide (a "robust" from any variant is a proof; the
 cuts are valid for every point of the ReLU's graph over its input box, and the tightened
-bounds are SCIP dual bounds widened by ``TIGHTEN_PADDING``). These variants live here, not
-in the library (see the markdown written for what each gave; ``tighten`` is the lead). Writes
+bounds are SCIP dual bounds widened by ``MILP_BOUND_PADDING``). The other variants live here,
+not in the library (see the markdown written for what each gave). Writes
 ``benchmarks/results/NAME.{csv,json,md}`` and the resumable journal ``NAME.jsonl``; needs
 ``../shared/data``.
 
@@ -48,11 +50,6 @@ from split_milp import decide, probes  # noqa: E402
 VARIANTS = ("milp", "bab", "cuts-root", "cuts-tree", "tighten")
 #: A cut is added only if the LP point violates it by more than this.
 CUT_MIN_VIOLATION = 1e-4
-#: Outward padding of a MILP-tightened bound, relative to ``1 + |bound|`` (SCIP's dual bound
-#: carries its feasibility tolerance, 1e-6).
-TIGHTEN_PADDING = 1e-5
-#: Seconds per tightening MILP (its dual bound at the limit is still a bound).
-TIGHTEN_LIMIT = 1.0
 
 
 # ------------------------------------------------------------------ Anderson et al. cuts
@@ -160,61 +157,6 @@ def install_cuts(in_tree: bool, stats: dict) -> None:
                 scip.DEFAULT_PARAMS[key] = 0
 
 
-# ------------------------------------------------------------------ MILP tightening
-def install_tightening(stats: dict) -> None:
-    """Wrap ``spec_bounds``: tighten the second hidden layer's unstable pre-activations by MILPs."""
-    import torch
-
-    from encoders.backends import make_backend
-    from encoders.milp import encode_network, encode_region
-    from exactverify.bounds import BoundsResult
-    from exactverify.bounds.crown import crown_bounds
-    from exactverify.ir import ReLU
-    from exactverify.queries import stages
-
-    plain = stages.spec_bounds
-
-    def tightened(query, spec, eps, method, time_budget=None):
-        own, _ = plain(query, spec, eps, method, time_budget)
-        tick = time.perf_counter()
-        net, region = query.network, query.region(eps)
-        relus = [i for i, layer in enumerate(net.layers) if isinstance(layer, ReLU)]
-        value = relus[1]  # the second hidden layer: the first is exact over a box already
-        lowers, uppers = list(own.lower), list(own.upper)
-        prefix = net.with_layers(net.layers[:value])
-        prefix_bounds = BoundsResult(prefix, "crown", tuple(lowers[: value + 1]), tuple(uppers[: value + 1]))
-        low, up = lowers[value][0].reshape(-1).clone(), uppers[value][0].reshape(-1).clone()
-        before = int(((low < 0) & (up > 0)).sum())
-        for j in np.flatnonzero(((low < 0) & (up > 0)).numpy()):
-            for maximise in (True, False):
-                solver = make_backend("scip")
-                x, _ = encode_region(solver, region)
-                y, _, _ = encode_network(solver, prefix, prefix_bounds, x)
-                solver.set_objective([y[j]], [1.0], minimize=not maximise)
-                result = solver.solve(time_limit=TIGHTEN_LIMIT)
-                stats["milps"] += 1
-                if result.bound is None or not np.isfinite(result.bound):
-                    continue
-                pad = TIGHTEN_PADDING * (1 + abs(result.bound))
-                if maximise:
-                    up[j] = min(float(up[j]), result.bound + pad)
-                else:
-                    low[j] = max(float(low[j]), result.bound - pad)
-        lowers[value] = low.reshape(lowers[value].shape)
-        uppers[value] = up.reshape(uppers[value].shape)
-        full = stages._with_spec_rows(query, spec)
-        free = torch.zeros(1, *full.shapes[-1], dtype=torch.float64)
-        new_low, new_up = crown_bounds(full, region, known=(lowers + [free - np.inf], uppers + [free + np.inf]))
-        n = len(net.layers)
-        result = BoundsResult(net, method, tuple(new_low[: n + 1]), tuple(new_up[: n + 1]))
-        stats["unstable_before"] = before
-        stats["unstable_after"] = int(((low < 0) & (up > 0)).sum())
-        stats["tighten_s"] += time.perf_counter() - tick
-        return result, new_low[-1][0].cpu().numpy()
-
-    stages.spec_bounds = tightened
-
-
 # ------------------------------------------------------------------ running
 def run_bab(query, eps: float, time_limit: float) -> dict:
     from exactverify.queries.stages import _with_spec_rows
@@ -248,12 +190,10 @@ def run_variant(variant: str, probe: dict, time_limit: float) -> dict:
     query = make_query(network, x, probe["norm"], probe["target"], None, (0.0, 1.0), ev.DEFAULT_MARGIN)
     if variant == "bab":
         return run_bab(query, probe["eps"], time_limit)
-    stats = {"rounds": 0, "cuts": 0, "separator_s": 0.0, "milps": 0, "tighten_s": 0.0}
+    stats = {"rounds": 0, "cuts": 0, "separator_s": 0.0}
     if variant.startswith("cuts"):
         install_cuts(variant == "cuts-tree", stats)
-    elif variant == "tighten":
-        install_tightening(stats)
-    row = decide(query, probe["eps"], 1, time_limit)
+    row = decide(query, probe["eps"], 1, time_limit, bounds_method="milp" if variant == "tighten" else "crown")
     row.update({k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items() if v})
     return row
 

@@ -6,9 +6,10 @@ first (PGD, then SCIP minimising the distortion with presolve off), at distance 
 decision MILP over the ball of radius ``d * (1 + f)`` then has a feasible point, so any
 "infeasible" is a wrong proof. Each MILP is built twice from the same CROWN (and LP) bounds:
 exact bounds (``padding=0``, the encoder before ``BOUND_PADDING``) and padded bounds (the
-default). Rows go to a JSONL store as they are produced (resumable).
+default). Each row also says whether the counterexample's every neuron lies within the bounds
+(a bound that cuts it off is unsound). Rows go to a JSONL store as they are produced (resumable).
 
-    python benchmarks/solver_soundness.py [--queries 60] [--time-limit 10]
+    python benchmarks/solver_soundness.py [--queries 60] [--time-limit 10] [--methods crown lp milp]
 """
 
 from __future__ import annotations
@@ -40,7 +41,20 @@ def random_input(seed: int) -> tuple[str, np.ndarray]:
     return kind, np.clip(rng.normal(0, 1, 784), 0, 1) * (rng.uniform(0, 1, 784) < 0.3)
 
 
-def run_seed(network, seed: int, time_limit: float) -> list[dict]:
+def inside(network, point: np.ndarray, net_bounds) -> bool:
+    """Whether every value of ``network`` at ``point`` lies within ``net_bounds`` (float64, 1e-9 slack)."""
+    value = torch.as_tensor(point, dtype=torch.float64).reshape(1, *network.input_shape)
+    for index in range(len(network.layers) + 1):
+        if index:
+            value = network.layers[index - 1].forward(value)
+        slack = 1e-9 * (1 + value.abs())
+        low, up = net_bounds.lower[index], net_bounds.upper[index]
+        if bool((value < low - slack).any()) or bool((value > up + slack).any()):
+            return False
+    return True
+
+
+def run_seed(network, seed: int, time_limit: float, methods=("crown", "lp")) -> list[dict]:
     """The decision MILPs of one random query, exact vs padded bounds; [] if no counterexample was found."""
     from encoders.backends import make_backend
     from encoders.milp import BOUND_PADDING, encode_query
@@ -71,8 +85,9 @@ def run_seed(network, seed: int, time_limit: float) -> list[dict]:
     rows = []
     for factor in FACTORS:
         region = query.region(best.distortion * (1 + factor))
-        for method in ("crown", "lp"):
+        for method in methods:
             net_bounds = bounds(network, region, method=method)
+            holds = inside(network, best.point, net_bounds)
             for padding in (0.0, BOUND_PADDING):
                 solver = make_backend("scip")
                 encode_query(solver, network, region, query.spec(), net_bounds, padding=padding)
@@ -80,20 +95,21 @@ def run_seed(network, seed: int, time_limit: float) -> list[dict]:
                 rows.append({"seed": seed, "kind": kind, "norm": norm, "target": target, "distance": best.distortion,
                              "factor": factor, "bounds": method, "padding": padding,
                              "status": result.raw_status, "seconds": round(result.seconds, 3),
-                             "wrong_robust": result.raw_status == "infeasible"})
+                             "wrong_robust": result.raw_status == "infeasible", "point_in_bounds": holds})
     return rows
 
 
 def summarise(rows: list[dict]) -> str:
     table = []
     for padding in sorted({r["padding"] for r in rows}):
-        for method in ("crown", "lp"):
+        for method in dict.fromkeys(r["bounds"] for r in rows):
             sel = [r for r in rows if r["padding"] == padding and r["bounds"] == method]
             counts = Counter(r["status"] for r in sel)
             table.append({"padding": padding, "bounds": method, "milps": len(sel),
                           "wrong robust (infeasible)": sum(r["wrong_robust"] for r in sel),
                           "feasible": counts["optimal"] + counts["feasible"], "timeout": counts["timelimit"],
                           "queries with a wrong robust": len({r["seed"] for r in sel if r["wrong_robust"]}),
+                          "counterexample outside the bounds": sum(r.get("point_in_bounds") is False for r in sel),
                           "median s": round(float(np.median([r["seconds"] for r in sel])), 3) if sel else None})
     by_kind = []
     for kind in KINDS:
@@ -116,6 +132,8 @@ def main(argv=None) -> int:
     parser.add_argument("--queries", type=int, default=60)
     parser.add_argument("--time-limit", type=float, default=10.0)
     parser.add_argument("--name", default="solver_soundness")
+    parser.add_argument("--methods", nargs="+", default=["crown", "lp"],
+                        help="bound methods the MILPs are built from (milp: the MILP-tightened second layer)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     import exactverify as ev
@@ -130,7 +148,8 @@ def main(argv=None) -> int:
 
     with store.open("a") as sink:
         for seed in tqdm([s for s in range(args.queries) if s not in done], desc="queries"):
-            new = run_seed(network, seed, args.time_limit) or [{"seed": seed, "skipped": "no counterexample"}]
+            new = run_seed(network, seed, args.time_limit, args.methods)
+            new = new or [{"seed": seed, "skipped": "no counterexample"}]
             for row in new:
                 sink.write(json.dumps(row) + "\n")
             sink.flush()

@@ -48,12 +48,12 @@ def probes(journal: str, count: int) -> list[dict]:
              "eps": r["upper"] - CLOSING_FACTOR * tol} for r in unknown[:count]]
 
 
-def decide(query, eps: float, threads: int, time_limit: float) -> dict:
+def decide(query, eps: float, threads: int, time_limit: float, bounds_method: str = "crown") -> dict:
     from exactverify.queries.stages import solve_exact
 
     history = []
     tick = time.perf_counter()
-    finding = solve_exact(query, eps, backend="scip", bounds_method="crown", time_limit=time_limit,
+    finding = solve_exact(query, eps, backend="scip", bounds_method=bounds_method, time_limit=time_limit,
                           minimise=False, history=history, threads=threads)
     milps = [r for r in history if r.stage == "milp"]
     return {"answer": finding.outcome, "seconds": round(time.perf_counter() - tick, 3),
