@@ -154,7 +154,8 @@ def summarise(rows: list[dict], args) -> str:
              + ("each journal's workers and threads per query: see its own markdown file (rows with several "
                 "threads per query ran one at a time)." if args.report_from else
                 f"{args.workers} worker process(es) x {args.threads} thread(s) per query."), "",
-             "## Configurations run on every query (the first: the library's defaults)", ""]
+             "## Configurations run on every query", "",
+             "The library's defaults are bisection, SCIP and CROWN bounds (`bounds=crown`).", ""]
     config = (lambda r: (r["method"], r["backend"], r["bounds"]))  # noqa: E731
     queries = {(r["image"], r["target"], r["norm"]) for r in rows}
     covered: dict[tuple, set] = {}
