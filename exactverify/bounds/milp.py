@@ -146,6 +146,8 @@ def milp_bounds(network: Network, region: Region, *, layers: int | None = None, 
     if smooth:
         raise InvalidInputError(f"bounds method 'milp' needs piecewise-linear layers before the ReLUs it "
                                 f"tightens; {network.name} has {', '.join(sorted(set(smooth)))}")
+    device = region.lower.device  # the MILPs read float64 numpy values: bound on the CPU, return on the device
+    region = region.to(torch.device("cpu"))
     start = time.perf_counter()
     deadline = None if time_budget is None else start + time_budget
     lowers, uppers = crown_bounds(network, region)
@@ -166,7 +168,7 @@ def milp_bounds(network: Network, region: Region, *, layers: int | None = None, 
     if stats is not None:
         stats.update(milps=solved, tightened=tightened, unstable_before=before,
                      unstable_after=_unstable(lowers, uppers, relus), seconds=time.perf_counter() - start)
-    return lowers, uppers
+    return [t.to(device) for t in lowers], [t.to(device) for t in uppers]
 
 
 def _unstable(lowers, uppers, values) -> int:
