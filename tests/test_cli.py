@@ -156,3 +156,16 @@ def test_ctrl_c_in_the_demo_stops_it_without_writing_a_query_result_over_its_row
     assert main(["demo", "--json", str(rows), "--out", str(tmp_path / "demo.png")]) == 130
     assert not rows.exists()
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_milp_bounds_give_the_same_optimum_as_crown(tmp_path):
+    results = {}
+    for bounds in ("crown", "milp"):
+        out = tmp_path / f"{bounds}.json"
+        assert main(["distortion", "digits", "--digits-index", "1", "--target", "3", "--norm", "l1", "--bounds", bounds,
+                     "--threads", "2", "--quiet", "--json", str(out)]) == 0
+        results[bounds] = json.loads(out.read_text())
+        assert results[bounds]["status"] == "optimal"
+    crown, milp = results["crown"], results["milp"]
+    assert max(crown["lower"], milp["lower"]) <= min(crown["upper"], milp["upper"]) + 1e-9, (crown, milp)
+    assert any("milp (" in step["raw_status"] for step in milp["history"] if step["stage"] == "bounds")
