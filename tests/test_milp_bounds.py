@@ -89,6 +89,7 @@ def test_milp_bounds_are_sound_and_never_looser_than_crown(make, kind: str) -> N
         assert bool((tightened.lower[index] >= crown.lower[index] - 1e-12).all()), f"looser than CROWN at {index}"
         assert bool((tightened.upper[index] <= crown.upper[index] + 1e-12).all()), f"looser than CROWN at {index}"
     assert stats["milps"] > 0 and stats["unstable_after"] <= stats["unstable_before"]
+    assert stats["tightened"] > 0, "the sampling check (CHECK_TOLERANCE) threw away sound bounds"
 
 
 def test_tightened_second_layer_equals_the_exact_extremes() -> None:

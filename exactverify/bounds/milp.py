@@ -48,6 +48,8 @@ NEURON_TIME_LIMIT = 1.0
 TIGHTEN_LAYERS = 1
 #: Points of the region (besides its centre) at which the tightened bounds must hold.
 CHECK_SAMPLES = 64
+#: Relative float64 slack of that check (forward-pass rounding; the bounds are padded 1e-5).
+CHECK_TOLERANCE = 1e-9
 
 
 def _relu_layers(network: Network) -> list[int]:
@@ -69,7 +71,10 @@ def _neuron_extreme(network: Network, region: Region, prefix_bounds: BoundsResul
     result = solver.solve(time_limit=time_limit)
     if result.bound is None or not math.isfinite(result.bound):
         return None
-    return float(result.bound)
+    # a dual bound on the wrong side of the solver's own point would be a solver bug: keep the point's value
+    if result.objective is None:
+        return float(result.bound)
+    return max(result.bound, result.objective) if maximise else min(result.bound, result.objective)
 
 
 def tighten_layer(network: Network, region: Region, lowers: list[torch.Tensor], uppers: list[torch.Tensor],
@@ -118,7 +123,7 @@ def _holds(network: Network, region: Region, lowers, uppers, values: list[int]) 
     points = torch.cat([centre.to(points.dtype), points])
     for value in values:
         inside = network.forward(points, upto=value)
-        slack = 1e-9 * (1.0 + inside.abs())
+        slack = CHECK_TOLERANCE * (1.0 + inside.abs())
         if bool((inside < lowers[value] - slack).any()) or bool((inside > uppers[value] + slack).any()):
             return False
     return True
