@@ -115,16 +115,17 @@ def tighten_layer(network: Network, region: Region, lowers: list[torch.Tensor], 
     return solved, tightened
 
 
-def _holds(network: Network, region: Region, lowers, uppers, values: list[int]) -> bool:
-    """Whether the forward values at the region's centre and at sampled points lie within the bounds."""
+def _holds(network: Network, region: Region, lowers, uppers) -> bool:
+    """Whether the forward values at the region's centre and at sampled points lie within the
+    bounds of every value (one forward pass, layer by layer)."""
     generator = torch.Generator().manual_seed(0)
     points = region.sample(CHECK_SAMPLES, generator=generator)[:, 0]
     centre = region.center if region.center is not None else (region.lower + region.upper) / 2
-    points = torch.cat([centre.to(points.dtype), points])
-    for value in values:
-        inside = network.forward(points, upto=value)
-        slack = CHECK_TOLERANCE * (1.0 + inside.abs())
-        if bool((inside < lowers[value] - slack).any()) or bool((inside > uppers[value] + slack).any()):
+    value = torch.cat([centre.to(points.dtype), points])
+    for index, layer in enumerate(network.layers, start=1):
+        value = layer.forward(value)
+        slack = CHECK_TOLERANCE * (1.0 + value.abs())
+        if bool((value < lowers[index] - slack).any()) or bool((value > uppers[index] + slack).any()):
             return False
     return True
 
@@ -167,7 +168,7 @@ def milp_bounds(network: Network, region: Region, *, layers: int | None = None, 
                              deadline=deadline)
         solved, tightened = solved + done[0], tightened + done[1]
         lowers, uppers = crown_bounds(network, region, known=(lowers, uppers))
-    if tightened and not _holds(network, region, lowers, uppers, range(1, len(network.layers) + 1)):
+    if tightened and not _holds(network, region, lowers, uppers):
         log.warning("MILP-tightened bounds failed the sampling check on %s; keeping the CROWN bounds", network.name)
         lowers, uppers, tightened = crown[0], crown[1], -1
     if stats is not None:
