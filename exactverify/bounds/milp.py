@@ -56,16 +56,6 @@ def _relu_layers(network: Network) -> list[int]:
     return [i for i, layer in enumerate(network.layers) if isinstance(layer, (ReLU, LeakyReLU))]
 
 
-def supports_milp_bounds(network: Network, layers: int | None = None) -> bool:
-    """Whether :func:`milp_bounds` can tighten ``network`` (piecewise-linear layers up to the ReLUs it tightens)."""
-    return not _smooth_before(network, TIGHTEN_LAYERS if layers is None else layers)
-
-
-def _smooth_before(network: Network, layers: int) -> list[str]:
-    relus = _relu_layers(network)[1: 1 + layers]
-    return [layer.kind for layer in network.layers[: max(relus, default=0)] if not layer.piecewise_linear]
-
-
 def _neuron_extreme(network: Network, region: Region, prefix_bounds: BoundsResult, neuron: int, maximise: bool,
                     backend: str, time_limit: float, cancelled: threading.Event) -> float | None:
     """The solver's dual bound on max (or min) of output ``neuron`` of ``network`` over ``region``."""
@@ -158,7 +148,7 @@ def milp_bounds(network: Network, region: Region, *, layers: int | None = None, 
     if not isinstance(layers, int) or layers < 0:
         raise InvalidInputError(f"layers must be an int >= 0, got {layers!r}")
     relus = _relu_layers(network)[1: 1 + layers]
-    smooth = _smooth_before(network, layers)
+    smooth = [layer.kind for layer in network.layers[: max(relus, default=0)] if not layer.piecewise_linear]
     if smooth:
         raise InvalidInputError(f"bounds method 'milp' needs piecewise-linear layers before the ReLUs it "
                                 f"tightens; {network.name} has {', '.join(sorted(set(smooth)))}")
@@ -191,5 +181,4 @@ def _unstable(lowers, uppers, values) -> int:
     return int(sum(((lowers[v] < 0) & (uppers[v] > 0)).sum() for v in values))
 
 
-__all__ = ["milp_bounds", "supports_milp_bounds", "tighten_layer", "MILP_BOUND_PADDING", "NEURON_TIME_LIMIT",
-           "TIGHTEN_LAYERS"]
+__all__ = ["milp_bounds", "tighten_layer", "MILP_BOUND_PADDING", "NEURON_TIME_LIMIT", "TIGHTEN_LAYERS"]

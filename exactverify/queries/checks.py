@@ -30,10 +30,7 @@ from ..specs import OutputSpec, class_wins, other_class_wins
 REGION_TOLERANCE = 1e-6
 NORMS = ("linf", "l1")
 BACKENDS = ("scip", "ortools", "z3")
-#: Bound methods of the exact queries: those of :func:`exactverify.bounds.bounds`, plus "auto"
-#: (CROWN, escalating to "milp" on a decision that CROWN's MILP does not settle quickly;
-#: :data:`exactverify.queries.stages.ESCALATE_AFTER`).
-BOUND_METHODS = ("interval", "crown", "lp", "forward", "alpha", "milp", "auto")
+BOUND_METHODS = ("interval", "crown", "lp", "forward", "alpha", "milp")
 
 
 @dataclass(frozen=True)

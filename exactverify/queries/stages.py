@@ -16,7 +16,6 @@ import torch
 
 from ..bounds import BoundsResult, bounds
 from ..bounds.crown import crown_bounds
-from ..bounds.milp import supports_milp_bounds
 from ..ir import Dense, Flatten
 from ..regions import ball
 from ..specs import Conjunction, OutputSpec
@@ -43,17 +42,6 @@ LP_TIME_LIMIT = 10.0
 #: closing probe timed out (0.6-0.8 eps') reuse them too: tightening again would cost the
 #: anytime lower bound the seconds it has left; further down it tightens again.
 MILP_REUSE_FRACTION = 0.5
-#: ``bounds_method="auto"``: a decision first gets CROWN bounds and at most this many seconds
-#: of MILP; only a decision still open then is solved again on MILP-tightened bounds
-#: (``"milp"``). On the MNIST 784-24-24-24-10 benchmark's images 0-1 (2 threads, 60 s),
-#: CROWN decided most searches' probes in a few seconds, where tightening costs 3-15 s per
-#: search, while the closing probes that take CROWN half a minute or more are the ones the
-#: tightening speeds up 1.2-2x (``benchmarks/results/minimal_distortion_crown2t60.md``,
-#: ``closing_probes_hard_lib.md``). A probe of a search that already tightened, within the
-#: reuse band above, goes straight to the tightened bounds (they cost nothing there).
-ESCALATE_AFTER = 5.0
-#: The escalated solve runs only if at least this many seconds of the decision's limit are left.
-ESCALATE_MIN_LEFT = 1.0
 #: Backends whose decision MILPs, for a spec of one disjunct (targeted queries), maximise
 #: the spec's slack ``s`` (>= 0 exactly on the spec) with an objective cutoff instead of
 #: constraining ``s >= 0``: the solver then prunes every node whose bound cannot reach the
@@ -199,7 +187,7 @@ def spec_bounds(query: Query, spec: OutputSpec, eps: float, method: str,
     full = _with_spec_rows(query, spec)
     region = query.region(eps)
     n = len(net.layers)
-    if method == "milp" and reusable(reuse, eps):
+    if method == "milp" and reuse and reuse["eps"] >= eps >= MILP_REUSE_FRACTION * reuse["eps"]:
         tick = time.perf_counter()
         pads = [torch.full((1, *shape), math.inf, dtype=torch.float64) for shape in full.shapes[n + 1:]]
         plain_low, plain_up = crown_bounds(full, region)  # CROWN on the probe's own region, then both
@@ -221,11 +209,6 @@ def spec_bounds(query: Query, spec: OutputSpec, eps: float, method: str,
             reuse.update(eps=eps, lower=result.lower[: n + 1], upper=result.upper[: n + 1])
     own = BoundsResult(net, method, result.lower[: n + 1], result.upper[: n + 1], result.seconds)
     return own, result.lower[-1][0].cpu().numpy()
-
-
-def reusable(reuse: dict | None, eps: float) -> bool:
-    """Whether a search's cached MILP-tightened bounds (``spec_bounds``' ``reuse``) cover radius ``eps``."""
-    return bool(reuse) and reuse["eps"] >= eps >= MILP_REUSE_FRACTION * reuse["eps"]
 
 
 def describe_bounds(method: str, stats: dict) -> str:
@@ -286,10 +269,6 @@ def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, t
     """
     if time_limit is not None and time_limit <= 0:
         return Finding("unknown", "time limit reached before the exact solve")
-    if bounds_method == "auto":
-        return _solve_escalating(query, eps, backend=backend, time_limit=time_limit, minimise=minimise,
-                                 history=history, encoder_options=encoder_options, known_lower=known_lower,
-                                 threads=threads, bound_cache=bound_cache)
     spec = query.spec()
     start = time.perf_counter()
     lp_budget = None if time_limit is None else LP_TIME_SHARE * time_limit
@@ -338,32 +317,6 @@ def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, t
             finding.reason += f" (solver stopped: {result.raw_status})"
         return finding
     return Finding("unknown", f"{backend} returned {result.status.value} ({result.raw_status})", lower_bound=lower)
-
-
-def _solve_escalating(query: Query, eps: float, *, time_limit: float | None, minimise: bool,
-                      history: list[SolveRecord], bound_cache: dict | None, **solve) -> Finding:
-    """``bounds_method="auto"``: CROWN and ``ESCALATE_AFTER`` seconds of MILP; if that leaves the
-    decision open, MILP-tightened bounds and the rest of the time (see :data:`ESCALATE_AFTER`).
-
-    Direct minimisation (one long MILP) and networks that ``milp`` bounds cannot take keep CROWN;
-    a probe inside the search's reuse band goes straight to the tightened bounds."""
-    common = dict(minimise=minimise, history=history, bound_cache=bound_cache, **solve)
-    if minimise or not supports_milp_bounds(query.network):
-        return solve_exact(query, eps, bounds_method="crown", time_limit=time_limit, **common)
-    if reusable(bound_cache, eps):
-        return solve_exact(query, eps, bounds_method="milp", time_limit=time_limit, **common)
-    start = time.perf_counter()
-    first = ESCALATE_AFTER if time_limit is None else min(ESCALATE_AFTER, time_limit)
-    finding = solve_exact(query, eps, bounds_method="crown", time_limit=first, **common)
-    spent = time.perf_counter() - start
-    left = None if time_limit is None else time_limit - spent
-    if finding.outcome != "unknown" or (left is not None and left < ESCALATE_MIN_LEFT):
-        return finding
-    mark = len(history)
-    finding = solve_exact(query, eps, bounds_method="milp", time_limit=left, **common)
-    if len(history) > mark:
-        history[mark].raw_status = f"auto, escalated after {spent:.1f} s on CROWN bounds: {history[mark].raw_status}"
-    return finding
 
 
 def _solve_split(query: Query, eps: float, spec: OutputSpec, net_bounds: BoundsResult, backend: str, threads: int,
