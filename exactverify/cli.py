@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -72,21 +73,38 @@ def _input(args) -> np.ndarray:
     raise ExactVerifyError("give --input (a .npy or text file, or comma-separated numbers) or --digits-index K")
 
 
+def describe_step(step) -> str:
+    """One step of a query's history (or an in-flight ``running`` report) for a progress line."""
+    at = "" if step.eps is None else f" at {step.eps:.6g}"
+    nodes = "" if step.nodes is None else f", {step.nodes} nodes"
+    detail = f": {step.raw_status}" if step.outcome == "running" and step.raw_status else ""
+    return f"{step.stage}{at} -> {step.outcome} ({step.seconds:.1f} s{nodes}){detail}"
+
+
 class ProgressLines:
     """``minimal_distortion``'s progress callback for the command line: one line per step,
-    with the time so far, the proved bracket and what the last step decided."""
+    with the time so far, the proved bracket and what the last step decided (or, while a
+    MILP runs, its nodes and bounds so far)."""
 
     def __init__(self, stream) -> None:
         self.stream = stream
         self.start = time.perf_counter()
+        self.lock = threading.Lock()  # split sub-MILPs report from worker threads
 
     def __call__(self, lower: float, upper: float, step) -> None:
-        what = ""
-        if step is not None:
-            at = "" if step.eps is None else f" at {step.eps:.6g}"
-            what = f"  last: {step.stage}{at} -> {step.outcome} ({step.seconds:.1f} s)"
-        print(f"[{time.perf_counter() - self.start:7.1f} s] distortion in [{lower:.6g}, {upper:.6g}]{what}",
-              file=self.stream, flush=True)
+        what = "" if step is None else f"  last: {describe_step(step)}"
+        self.write(f"distortion in [{lower:.6g}, {upper:.6g}]{what}")
+
+    def write(self, text: str) -> None:
+        with self.lock:
+            print(f"[{time.perf_counter() - self.start:7.1f} s] {text}", file=self.stream, flush=True)
+
+
+class StepLines(ProgressLines):
+    """``verify``'s progress callback for the command line: one line per step or in-flight report."""
+
+    def __call__(self, step) -> None:  # type: ignore[override]
+        self.write(describe_step(step))
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -121,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="prove robustness within eps, or find a re-checked counterexample")
     _common(verify)
     verify.add_argument("--eps", type=float, required=True)
+    verify.add_argument("--quiet", action="store_true", help="no progress lines (steps, running MILPs) on stderr")
     dist = sub.add_parser("distortion", help="provably minimal adversarial distortion")
     _common(dist)
     dist.add_argument("--method", choices=("bisection", "direct"), default="bisection")
@@ -180,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         common = dict(norm=args.norm, target=args.target, label=args.label, domain=domain, backend=args.backend,
                       bounds_method=args.bounds, time_limit=args.time_limit, model=module, threads=args.threads)
         if args.command == "verify":
-            verdict = verify(network, x, args.eps, **common)
+            verdict = verify(network, x, args.eps, progress=None if args.quiet else StepLines(sys.stderr), **common)
             _emit(verdict.to_dict(), args.json_out, f"{verdict.status.value}: {verdict.reason}")
             return 0
         progress = None if args.quiet else ProgressLines(sys.stderr)

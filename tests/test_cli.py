@@ -85,7 +85,7 @@ def test_distortion_reports_a_shrinking_proved_bracket_while_it_runs(tmp_path, c
     lowers, uppers = [s[0] for s in seen], [s[1] for s in seen]
     assert lowers == sorted(lowers) and uppers == sorted(uppers, reverse=True)
     assert (lowers[-1], uppers[-1]) == (result.lower, result.upper)
-    assert all(s[2] in result.history for s in seen)
+    assert all(s[2] in result.history for s in seen if s[2].outcome != "running")  # running: in-flight reports
 
     out = tmp_path / "d.json"
     assert main(["distortion", "digits", "--digits-index", "1", "--target", "4", "--json", str(out)]) == 0

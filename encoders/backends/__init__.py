@@ -13,10 +13,10 @@ import platform
 
 from exactverify.errors import InvalidInputError, SolverError
 
-from .base import Backend, SolveResult, Status
+from .base import Backend, SolveProgress, SolveResult, Status
 
 __all__ = [
-    "Backend", "SolveResult", "Status", "DEFAULT_BACKEND", "BACKENDS",
+    "Backend", "SolveProgress", "SolveResult", "Status", "DEFAULT_BACKEND", "BACKENDS",
     "make_backend", "available_backends", "solver_versions",
 ]
 

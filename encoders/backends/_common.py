@@ -16,7 +16,8 @@ from exactverify.errors import InvalidInputError
 GAP_CLOSED_RTOL = 1e-9
 
 # Solve options every backend understands; backend-specific ones are listed per backend.
-COMMON_OPTIONS = frozenset({"gap", "feastol", "verbose"})
+# ``progress`` is a callable taking a :class:`~encoders.backends.base.SolveProgress`.
+COMMON_OPTIONS = frozenset({"gap", "feastol", "verbose", "progress"})
 
 
 def check_solve_args(time_limit: float | None, threads: int) -> None:
@@ -52,6 +53,9 @@ def check_options(options: dict, allowed: frozenset, backend: str) -> dict:
         value = options.get(key)
         if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
             raise InvalidInputError(f"{backend}: option {key!r} must be a finite number >= 0, got {value!r}")
+    if options.get("progress") is not None and not callable(options["progress"]):
+        raise InvalidInputError(f"{backend}: option 'progress' must be a callable taking a SolveProgress, "
+                                f"got {type(options['progress']).__name__}")
     if options.get("feastol") == 0:
         raise InvalidInputError(f"{backend}: option 'feastol' must be > 0")
     return options

@@ -46,6 +46,18 @@ class SolveResult:
     backend: str = ""
 
 
+@dataclass(frozen=True)
+class SolveProgress:
+    """An in-flight report of a running solve, for the ``progress`` solve option: a
+    callable that backends with solver callbacks (SCIP) call while they solve, at most
+    every ``PROGRESS_INTERVAL`` seconds; the others accept the option and never call it."""
+
+    seconds: float
+    nodes: int
+    objective: float | None  # the best point's objective so far; None before the first point
+    bound: float | None  # the dual bound so far; None while the solver has none
+
+
 SENSES = ("<=", ">=", "==")
 
 

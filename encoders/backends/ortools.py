@@ -13,7 +13,8 @@ banner on stdout per solve.
 
 Solve options: ``gap`` (relative MIP gap; default 0, whereas pywraplp's own default is 1e-4),
 ``feastol`` (primal tolerance, engine-dependent support), ``verbose``, ``params`` (engine
-parameters as text, e.g. ``"separating/aggregation/freq = -1"`` for SCIP).
+parameters as text, e.g. ``"separating/aggregation/freq = -1"`` for SCIP). ``progress`` is
+accepted and never called: pywraplp has no callback for in-solve reports.
 
 pywraplp maps "infeasible or unbounded" to INFEASIBLE for some engines. An INFEASIBLE answer is
 therefore only trusted as is when it cannot hide unboundedness (no objective, or every variable

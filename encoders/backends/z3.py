@@ -8,8 +8,9 @@ so ``bound`` is the objective when optimal and ``None`` otherwise. When a timeou
 interrupts ``Optimize``, the last model it holds is returned as FEASIBLE only after
 every constraint was re-checked on it exactly. ``threads`` is accepted and ignored.
 
-Solve options ``gap``, ``feastol`` and ``verbose`` are accepted for interface uniformity
-and ignored: z3 is exact, always proves optimality, and has no per-query log switch.
+Solve options ``gap``, ``feastol``, ``verbose`` and ``progress`` are accepted for interface
+uniformity and ignored: z3 is exact, always proves optimality, and has no per-query log switch
+or in-solve callback.
 """
 
 from __future__ import annotations

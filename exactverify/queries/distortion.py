@@ -71,8 +71,10 @@ def minimal_distortion(network, x, norm: str = "linf", target: int | None = None
     attack, bound pass and solver call. See :func:`exactverify.verify` for the arguments
     (``threads`` splits each decision MILP of the bisection; direct minimisation and
     polishing stay one MILP). ``progress(lower, upper, last_step)``, if given, is called
-    with the anytime bounds once the attack and the certified radius have set them and
-    after every exact probe of the bisection (for long runs: the command line prints it).
+    with the anytime bounds once the attack and the certified radius have set them, after
+    every exact probe of the bisection, and every few seconds while a SCIP MILP runs (then
+    ``last_step`` has outcome ``running`` and the solver's nodes and bounds so far, and is not
+    kept in the history); the command line prints these lines.
     """
     start = time.perf_counter()
     if method not in METHODS:
@@ -157,7 +159,8 @@ def _search(query, norm: str, method: str, tol: float, backend: str, bounds_meth
     if lower >= upper:  # cannot happen with sound bounds and a re-checked point; never hide it
         return result(0.0, upper, point, "unknown", "certified radius exceeds a re-checked counterexample",
                       attack_distortion)
-    solve = dict(backend=backend, bounds_method=bounds_method, history=history, bound_cache={})
+    running = None if progress is None else (lambda step: progress(float(lower), float(upper), step))
+    solve = dict(backend=backend, bounds_method=bounds_method, history=history, bound_cache={}, progress=running)
 
     if best is None:
         # No attack succeeded: decide the largest region exactly first.

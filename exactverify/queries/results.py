@@ -35,6 +35,18 @@ class SolveRecord:
         return asdict(self)
 
 
+class ReportingHistory(list):
+    """A query's history that also hands every step to ``report`` as it is recorded."""
+
+    def __init__(self, report) -> None:
+        super().__init__()
+        self.report = report
+
+    def append(self, step: SolveRecord) -> None:
+        super().append(step)
+        self.report(step)
+
+
 @dataclass
 class Verdict:
     """Answer of :func:`exactverify.verify`.

@@ -140,16 +140,18 @@ def _signs(splits: dict[int, torch.Tensor], b: int) -> list[tuple[int, int, int]
 
 
 def solve_split(query: Query, eps: float, domains: list[SubDomain], *, backend: str, threads: int,
-                time_limit: float | None, history: list[SolveRecord], encoder_options: dict | None = None):
+                time_limit: float | None, history: list[SolveRecord], encoder_options: dict | None = None,
+                progress=None):
     """Decide every sub-domain's MILP with ``threads`` worker threads; a :class:`~.stages.Finding`.
 
     ``robust`` only when every sub-MILP is infeasible; ``not_robust`` with the first
     re-checked counterexample (the others are interrupted); otherwise ``unknown``.
+    ``progress`` gets each running sub-MILP's in-flight reports (from its worker thread).
     """
     from encoders.backends import Status, make_backend
     from encoders.milp import encode_query
 
-    from .stages import Finding, accept_point, slack_form, slack_options
+    from .stages import Finding, accept_point, running_reporter, slack_form, slack_options
 
     deadline = None if time_limit is None else time.perf_counter() + time_limit
     stop = threading.Event()
@@ -170,6 +172,9 @@ def solve_split(query: Query, eps: float, domains: list[SubDomain], *, backend: 
         if by_slack:
             solver.set_objective([encoding.slack], [1.0], minimize=False)
             options = slack_options()
+        if progress is not None:
+            options["progress"] = running_reporter(progress, eps, "slack" if by_slack else "feasibility",
+                                                   f"sub-domain {k + 1}/{len(domains)}: ")
         with lock:
             if stop.is_set():
                 return k, None, encoding

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +71,35 @@ DECISION_HEURISTICS = "off"
 def slack_options() -> dict:
     """Solve options of a slack-form decision: the cutoff, stop at the first ``s >= 0``, heuristics."""
     return {"cutoff": -SLACK_CUTOFF, "stop_at": 0.0, "heuristics": DECISION_HEURISTICS}
+
+
+#: Callback of the query entry points' ``progress`` option: gets every step of the history as it is
+#: recorded, and in-flight "running" steps while a MILP solves (those are not kept in the history).
+StepCallback = Callable[[SolveRecord], None]
+
+
+def running_reporter(progress: StepCallback, eps: float, mode: str, where: str = ""):
+    """The backend's ``progress`` solve option for one MILP: its reports as ``running`` steps.
+
+    ``mode`` says what the solver's numbers mean: ``"slack"`` (a decision maximising the spec's
+    slack: robust once the bound is below 0), ``"distortion"`` (direct minimisation: the bound
+    and the best point bracket the distortion) or ``"feasibility"`` (a decision by constraints:
+    no bound to show)."""
+
+    def report(update) -> None:
+        if mode == "distortion":
+            low = "?" if update.bound is None else f"{update.bound:.6g}"
+            high = "no point yet" if update.objective is None else f"{update.objective:.6g}"
+            what = f"distortion in [{low}, {high}]"
+        elif mode == "slack":
+            what = ("no bound yet" if update.bound is None else
+                    f"spec slack <= {update.bound:.4g} (robust once below 0)")
+        else:
+            what = "no counterexample found yet"
+        progress(SolveRecord("milp", eps, "running", update.seconds, f"{where}{what}", update.objective,
+                             update.bound, update.nodes))
+
+    return report
 
 
 def slack_form(backend: str, spec: OutputSpec) -> bool:
@@ -258,7 +288,8 @@ def live_disjuncts(spec: OutputSpec, row_lower: np.ndarray) -> OutputSpec | None
 
 def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, time_limit: float | None,
                 minimise: bool, history: list[SolveRecord], encoder_options: dict | None = None,
-                known_lower: float = 0.0, threads: int = 1, bound_cache: dict | None = None) -> Finding:
+                known_lower: float = 0.0, threads: int = 1, bound_cache: dict | None = None,
+                progress: StepCallback | None = None) -> Finding:
     """Decide (or, with ``minimise``, minimise the distortion over) the eps-region exactly.
 
     ``known_lower`` is a proved lower bound on the minimal distortion (e.g. a certified
@@ -266,6 +297,7 @@ def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, t
     With ``threads > 1`` a decision is split into ReLU-phase sub-domains whose MILPs run
     side by side (:mod:`.split`) where the network and backend allow it. ``bound_cache``
     is the ``reuse`` dict of :func:`spec_bounds` (a search passes one to all its probes).
+    ``progress`` gets the MILP's in-flight reports (:func:`running_reporter`; SCIP only).
     """
     if time_limit is not None and time_limit <= 0:
         return Finding("unknown", "time limit reached before the exact solve")
@@ -286,7 +318,8 @@ def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, t
     if backend == "z3" and not minimise:
         return _solve_smt(query, eps, live, net_bounds, time_limit, history)
     if threads > 1 and not minimise and supports_split(query.network, backend):
-        return _solve_split(query, eps, live, net_bounds, backend, threads, time_limit, history, encoder_options)
+        return _solve_split(query, eps, live, net_bounds, backend, threads, time_limit, history, encoder_options,
+                            progress)
     from encoders.backends import Status, make_backend
     from encoders.milp import encode_query
 
@@ -302,6 +335,9 @@ def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, t
     elif by_slack:
         solver.set_objective([encoding.slack], [1.0], minimize=False)
         options = slack_options()
+    if progress is not None:
+        mode = "distortion" if minimise else "slack" if by_slack else "feasibility"
+        options["progress"] = running_reporter(progress, eps, mode)
     result = solver.solve(time_limit=time_limit, **options)
     history.append(SolveRecord("milp", eps, result.status.value, result.seconds, result.raw_status,
                                result.objective, result.bound, result.node_count, unstable))
@@ -320,7 +356,8 @@ def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, t
 
 
 def _solve_split(query: Query, eps: float, spec: OutputSpec, net_bounds: BoundsResult, backend: str, threads: int,
-                 time_limit: float | None, history: list[SolveRecord], encoder_options: dict | None) -> Finding:
+                 time_limit: float | None, history: list[SolveRecord], encoder_options: dict | None,
+                 progress: StepCallback | None = None) -> Finding:
     start = time.perf_counter()
     domains, closed = split_region(query, spec, _with_spec_rows(query, spec), query.region(eps),
                                    split_depth(threads), known=net_bounds)
@@ -331,7 +368,7 @@ def _solve_split(query: Query, eps: float, spec: OutputSpec, net_bounds: BoundsR
     if time_limit is not None:
         time_limit = max(time_limit - (time.perf_counter() - start), 0.01)
     return solve_split(query, eps, domains, backend=backend, threads=threads, time_limit=time_limit,
-                       history=history, encoder_options=encoder_options)
+                       history=history, encoder_options=encoder_options, progress=progress)
 
 
 def _solve_smt(query: Query, eps: float, spec: OutputSpec, net_bounds: BoundsResult,

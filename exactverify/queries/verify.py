@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from ..errors import Interrupted, InvalidInputError
 from ..specs import DEFAULT_MARGIN
 from .checks import BACKENDS, BOUND_METHODS, check_eps, check_threads, make_query
-from .results import SolveRecord, Verdict, VerdictStatus
+from .results import ReportingHistory, SolveRecord, Verdict, VerdictStatus
 from .stages import ATTACK_TIME_SHARE, Finding, accept_point, attack, solve_exact
 
 
@@ -26,7 +27,8 @@ def check_options(backend: str, bounds_method: str, time_limit) -> float | None:
 
 def verify(network, x, eps, norm: str = "linf", target: int | None = None, *, label: int | None = None,
            domain=None, margin: float = DEFAULT_MARGIN, backend: str = "scip", bounds_method: str = "crown",
-           time_limit: float | None = None, model=None, attack_first: bool = True, threads: int = 1) -> Verdict:
+           time_limit: float | None = None, model=None, attack_first: bool = True, threads: int = 1,
+           progress: Callable[[SolveRecord], None] | None = None) -> Verdict:
     """Decide whether every point within ``eps`` of ``x`` (norm ``linf``/``l1``, clipped to the
     domain) keeps the label (untargeted) or avoids class ``target`` (targeted).
 
@@ -37,34 +39,39 @@ def verify(network, x, eps, norm: str = "linf", target: int | None = None, *, la
     ``network`` may be a Network, a torch module or a model path; ``model`` an extra torch
     module to re-check counterexamples on (defaults to ``network`` when that is a module).
     ``threads > 1`` splits the MILP into ReLU-phase sub-domains solved side by side
-    (SCIP, dense ReLU networks; :mod:`exactverify.queries.split`).
+    (SCIP, dense ReLU networks; :mod:`exactverify.queries.split`). ``progress``, if given, gets
+    every step as it is recorded and, every few seconds while a SCIP MILP runs, a step with
+    outcome ``running`` (elapsed time, nodes, bounds so far; not kept in ``history``).
     """
     start = time.perf_counter()
     eps = check_eps(eps)
     threads = check_threads(threads)
     time_limit = check_options(backend, bounds_method, time_limit)
+    if progress is not None and not callable(progress):
+        raise InvalidInputError(f"progress must be a callable taking a SolveRecord, got {type(progress).__name__}")
     query = make_query(network, x, norm, target, label, domain, margin, model)
-    history: list[SolveRecord] = []
+    history: list[SolveRecord] = [] if progress is None else ReportingHistory(progress)
 
     try:
-        finding = _decide(query, eps, backend, bounds_method, time_limit, attack_first, history, threads)
+        finding = _decide(query, eps, backend, bounds_method, time_limit, attack_first, history, threads, progress)
     except KeyboardInterrupt as exc:
         if isinstance(exc, Interrupted):
             raise
         seconds = time.perf_counter() - start
         raise Interrupted(Verdict(status=VerdictStatus.UNKNOWN, reason=f"interrupted by Ctrl-C after {seconds:.1f} s",
                                   label=query.label, target=query.target, eps=eps, norm=norm, seconds=seconds,
-                                  history=history)) from exc
+                                  history=list(history))) from exc
     return Verdict(
         status=VerdictStatus(finding.outcome), reason=finding.reason, label=query.label, target=query.target,
         eps=eps, norm=norm, counterexample=finding.point if finding.outcome == "not_robust" else None,
         validated=finding.ir_ok if finding.point is not None else None,
         model_validated=finding.model_ok, distortion=finding.distortion if finding.point is not None else None,
-        logits=finding.logits, seconds=time.perf_counter() - start, history=history,
+        logits=finding.logits, seconds=time.perf_counter() - start, history=list(history),
     )
 
 
-def _decide(query, eps, backend, bounds_method, time_limit, attack_first, history, threads=1) -> Finding:
+def _decide(query, eps, backend, bounds_method, time_limit, attack_first, history, threads=1,
+            progress=None) -> Finding:
     start = time.perf_counter()
     centre = accept_point(query, query.x, eps, "centre")
     if centre.outcome == "not_robust":
@@ -80,4 +87,4 @@ def _decide(query, eps, backend, bounds_method, time_limit, attack_first, histor
             return found
     remaining = None if time_limit is None else max(time_limit - (time.perf_counter() - start), 0.01)
     return solve_exact(query, eps, backend=backend, bounds_method=bounds_method, time_limit=remaining,
-                       minimise=False, history=history, threads=threads)
+                       minimise=False, history=history, threads=threads, progress=progress)
