@@ -20,6 +20,10 @@ one probe at a time on one thread:
   CROWN recomputed on top, then the same MILP. The stored rows came from a prototype here
   (no time budget, no sampling check); it is now the library's ``bounds_method="milp"``
   (:mod:`exactverify.bounds.milp`), which this variant runs.
+- ``priority`` / ``priority-tighten``: ``milp`` / ``tighten`` with SCIP's branching priorities
+  ordered by layer (every binary of an earlier ReLU layer is branched on before any of a later
+  one): fixing the first layers' phases lets SCIP's propagation tighten everything after them,
+  the way a split of the input would.
 
 Answers must agree whenever two runs decide (a "robust" from any variant is a proof; the
 cuts are valid for every point of the ReLU's graph over its input box, and the tightened
@@ -47,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS_DIR, machine_info, markdown_table, solver_versions, write_results  # noqa: E402
 from split_milp import decide, probes  # noqa: E402
 
-VARIANTS = ("milp", "bab", "cuts-root", "cuts-tree", "tighten")
+VARIANTS = ("milp", "bab", "cuts-root", "cuts-tree", "tighten", "priority", "priority-tighten")
 #: A cut is added only if the LP point violates it by more than this.
 CUT_MIN_VIOLATION = 1e-4
 
@@ -157,6 +161,28 @@ def install_cuts(in_tree: bool, stats: dict) -> None:
                 scip.DEFAULT_PARAMS[key] = 0
 
 
+# ------------------------------------------------------------------ branching priorities
+def install_layer_priorities() -> None:
+    """Wrap the MILP encoder so that each SCIP model branches on earlier ReLU layers first."""
+    import re
+
+    import encoders.milp as milp
+
+    pattern = re.compile(r"^r(\d+)_\d+_z$")  # the ReLU binaries: r{layer}_{unit}_z
+    plain = milp.encode_query
+
+    def encode_with_priorities(backend, network, region, spec, bounds, **options):
+        encoding = plain(backend, network, region, spec, bounds, **options)
+        model = backend._model
+        for var in backend._vars:
+            match = pattern.match(var.name)
+            if match:
+                model.chgVarBranchPriority(var, len(network.layers) - int(match.group(1)))
+        return encoding
+
+    milp.encode_query = encode_with_priorities
+
+
 # ------------------------------------------------------------------ running
 def run_bab(query, eps: float, time_limit: float) -> dict:
     from exactverify.queries.stages import _with_spec_rows
@@ -193,7 +219,10 @@ def run_variant(variant: str, probe: dict, time_limit: float) -> dict:
     stats = {"rounds": 0, "cuts": 0, "separator_s": 0.0}
     if variant.startswith("cuts"):
         install_cuts(variant == "cuts-tree", stats)
-    row = decide(query, probe["eps"], 1, time_limit, bounds_method="milp" if variant == "tighten" else "crown")
+    if variant.startswith("priority"):
+        install_layer_priorities()
+    tighten = variant in ("tighten", "priority-tighten")
+    row = decide(query, probe["eps"], 1, time_limit, bounds_method="milp" if tighten else "crown")
     row.update({k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items() if v})
     return row
 

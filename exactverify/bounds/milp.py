@@ -46,6 +46,10 @@ MILP_BOUND_PADDING = 1e-5
 NEURON_TIME_LIMIT = 1.0
 #: ReLU layers tightened, counted from the second (the first one's inputs are exact already).
 TIGHTEN_LAYERS = 1
+#: SCIP's primal-heuristics setting for the neuron MILPs (only their dual bound is used; a point
+#: found by the LP's integral solutions still serves the guard below). See
+#: ``benchmarks/neuron_milp_settings.py``.
+NEURON_HEURISTICS = "default"
 #: Points of the region (besides its centre) at which the tightened bounds must hold.
 CHECK_SAMPLES = 64
 #: Relative float64 slack of that check (forward-pass rounding; the bounds are padded 1e-5).
@@ -68,7 +72,8 @@ def _neuron_extreme(network: Network, region: Region, prefix_bounds: BoundsResul
     x, _ = encode_region(solver, region)
     y, _, _ = encode_network(solver, network, prefix_bounds, x)
     solver.set_objective([y[neuron]], [1.0], minimize=not maximise)
-    result = solver.solve(time_limit=time_limit)
+    options = {"heuristics": NEURON_HEURISTICS} if backend == "scip" else {}
+    result = solver.solve(time_limit=time_limit, **options)
     if result.bound is None or not math.isfinite(result.bound):
         return None
     # a dual bound on the wrong side of the solver's own point would be a solver bug: keep the point's value
