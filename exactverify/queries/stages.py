@@ -82,9 +82,9 @@ def running_reporter(progress: StepCallback, eps: float, mode: str, where: str =
     """The backend's ``progress`` solve option for one MILP: its reports as ``running`` steps.
 
     ``mode`` says what the solver's numbers mean: ``"slack"`` (a decision maximising the spec's
-    slack: robust once the bound is below 0), ``"distortion"`` (direct minimisation: the bound
-    and the best point bracket the distortion) or ``"feasibility"`` (a decision by constraints:
-    no bound to show)."""
+    slack: robust once the bound is below the cutoff ``-SLACK_CUTOFF``), ``"distortion"``
+    (direct minimisation: the bound and the best point bracket the distortion) or
+    ``"feasibility"`` (a decision by constraints: no bound to show)."""
 
     def report(update) -> None:
         if mode == "distortion":
@@ -93,7 +93,7 @@ def running_reporter(progress: StepCallback, eps: float, mode: str, where: str =
             what = f"distortion in [{low}, {high}]"
         elif mode == "slack":
             what = ("no bound yet" if update.bound is None else
-                    f"spec slack <= {update.bound:.4g} (robust once below 0)")
+                    f"spec slack <= {update.bound:.4g} (robust once below {-SLACK_CUTOFF:g})")
         else:
             what = "no counterexample found yet"
         progress(SolveRecord("milp", eps, "running", update.seconds, f"{where}{what}", update.objective,
