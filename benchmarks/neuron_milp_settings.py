@@ -52,7 +52,7 @@ def measure(network, x: np.ndarray, job: dict, setting: str, threads: int) -> di
     seconds = time.perf_counter() - tick
     second = milp._relu_layers(network)[1]
     width = float((uppers[second] - lowers[second]).clamp(min=0).sum())
-    return {**{k: v for k, v in job.items()}, "setting": setting, "seconds": round(seconds, 3),
+    return {**job, "setting": setting, "seconds": round(seconds, 3),
             "milps": stats["milps"], "unstable_before": stats["unstable_before"],
             "unstable_after": stats["unstable_after"], "layer2_width": width,
             "output_width": float((uppers[-1] - lowers[-1]).sum())}

@@ -57,6 +57,12 @@ def test_scip_reports_bracket_the_optimum_and_change_nothing(every_node, seed: i
         assert report.objective is None or report.objective <= plain.objective + 1e-9
 
 
+def test_reports_are_at_least_progress_interval_apart(monkeypatch) -> None:
+    monkeypatch.setattr(scip_backend, "PROGRESS_INTERVAL", 1e9)
+    reports = []
+    assert _knapsack().solve(progress=reports.append).node_count > 1 and reports == []
+
+
 def test_a_failing_callback_is_dropped_and_ctrl_c_in_it_stops_the_solve(every_node, caplog) -> None:
     calls = []
 
