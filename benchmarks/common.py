@@ -53,6 +53,21 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
+def mnist_benchmark_net():
+    """The MNIST benchmark network (784-24-24-24-10) as IR and the test images as flat float64
+    rows, with torch on one thread (the solvers get the cores); needs ``../shared/data``."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    import exactverify as ev
+    from exactverify import zoo
+
+    _, _, x_test, _ = zoo.load_mnist()
+    network = ev.load(zoo.mnist_network(), input_shape=(784,))
+    return network, np.asarray(x_test, dtype=np.float64).reshape(len(x_test), -1)
+
+
 def solver_versions() -> dict[str, str]:
     """Versions of the solver packages: ``encoders.backends.solver_versions()`` when it exists."""
     try:

@@ -25,7 +25,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, machine_info, markdown_table, solver_versions, write_results  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS_DIR,
+    machine_info,
+    markdown_table,
+    mnist_benchmark_net,
+    solver_versions,
+    write_results,
+)
 
 SETTINGS = ("default", "off", "fast")
 CLOSING_FACTOR = 0.99
@@ -89,17 +96,10 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default="neuron_milp_settings")
     args = parser.parse_args(argv)
 
-    import torch
-
-    torch.set_num_threads(1)
-    import exactverify as ev
-    from exactverify import zoo
-
-    _, _, x_test, _ = zoo.load_mnist()
-    network = ev.load(zoo.mnist_network(), input_shape=(784,))
+    network, images = mnist_benchmark_net()
     rows = []
     for k, job in enumerate(regions_from(args.journal, args.regions)):
-        x = np.asarray(x_test[job["image"]], dtype=np.float64).reshape(-1)
+        x = images[job["image"]]
         order = args.settings if k % 2 == 0 else args.settings[::-1]  # alternate: drift hits both alike
         for setting in order:
             rows.append(measure(network, x, job, setting, args.threads))

@@ -19,10 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info, markdown_table, solver_versions, write_results  # noqa: E402
+from common import machine_info, markdown_table, mnist_benchmark_net, solver_versions, write_results  # noqa: E402
 
 DEFAULT_PROBES = ("0:5:linf:0.0771547561568318", "0:4:linf:0.09863678003898756", "1:5:l1:7.835310071745287")
 
@@ -67,20 +65,14 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default="progress_overhead")
     args = parser.parse_args(argv)
 
-    import torch
-
-    torch.set_num_threads(1)
     import exactverify as ev
-    from exactverify import zoo
     from exactverify.queries.checks import make_query
 
-    _, _, x_test, _ = zoo.load_mnist()
-    network = ev.load(zoo.mnist_network(), input_shape=(784,))
+    network, images = mnist_benchmark_net()
     rows = []
     for text in args.probe or DEFAULT_PROBES:
         image, target, norm, eps = text.split(":")
-        x = np.asarray(x_test[int(image)], dtype=np.float64).reshape(-1)
-        query = make_query(network, x, norm, int(target), None, (0.0, 1.0), ev.DEFAULT_MARGIN)
+        query = make_query(network, images[int(image)], norm, int(target), None, (0.0, 1.0), ev.DEFAULT_MARGIN)
         for k in range(args.repeats):
             for watched in ((False, True) if k % 2 == 0 else (True, False)):
                 row = {"image": int(image), "target": int(target), "norm": norm, "eps": float(eps),
