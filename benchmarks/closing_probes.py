@@ -20,6 +20,8 @@ one probe at a time on one thread:
   CROWN recomputed on top, then the same MILP. The stored rows came from a prototype here
   (no time budget, no sampling check); it is now the library's ``bounds_method="milp"``
   (:mod:`exactverify.bounds.milp`), which this variant runs.
+- ``tighten-2layers``: ``tighten`` with the third hidden layer's unstable neurons tightened
+  too (``TIGHTEN_LAYERS = 2``; each of their MILPs carries the first two layers' binaries).
 - ``priority`` / ``priority-tighten``: ``milp`` / ``tighten`` with SCIP's branching priorities
   ordered by layer (every binary of an earlier ReLU layer is branched on before any of a later
   one): fixing the first layers' phases lets SCIP's propagation tighten everything after them,
@@ -51,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS_DIR, machine_info, markdown_table, solver_versions, write_results  # noqa: E402
 from split_milp import decide, probes  # noqa: E402
 
-VARIANTS = ("milp", "bab", "cuts-root", "cuts-tree", "tighten", "priority", "priority-tighten")
+VARIANTS = ("milp", "bab", "cuts-root", "cuts-tree", "tighten", "priority", "priority-tighten", "tighten-2layers")
 #: A cut is added only if the LP point violates it by more than this.
 CUT_MIN_VIOLATION = 1e-4
 
@@ -221,7 +223,10 @@ def run_variant(variant: str, probe: dict, time_limit: float) -> dict:
         install_cuts(variant == "cuts-tree", stats)
     if variant.startswith("priority"):
         install_layer_priorities()
-    tighten = variant in ("tighten", "priority-tighten")
+    if variant == "tighten-2layers":
+        from exactverify.bounds import milp as milp_module
+        milp_module.TIGHTEN_LAYERS = 2
+    tighten = variant in ("tighten", "priority-tighten", "tighten-2layers")
     row = decide(query, probe["eps"], 1, time_limit, bounds_method="milp" if tighten else "crown")
     row.update({k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items() if v})
     return row

@@ -58,7 +58,8 @@ def decide(query, eps: float, threads: int, time_limit: float, bounds_method: st
     milps = [r for r in history if r.stage == "milp"]
     return {"answer": finding.outcome, "seconds": round(time.perf_counter() - tick, 3),
             "milps": len(milps), "nodes": sum(r.nodes or 0 for r in milps),
-            "milp_seconds": round(sum(r.seconds for r in milps), 3), "reason": finding.reason}
+            "milp_seconds": round(sum(r.seconds for r in milps), 3), "reason": finding.reason,
+            "bounds": "; ".join(r.raw_status for r in history if r.stage == "bounds" and r.raw_status)}
 
 
 def config_of(row: dict) -> str:

@@ -144,6 +144,25 @@ def test_bad_options_name_the_parameter() -> None:
         ev.bounds(smooth, single_region(smooth, "linf"), method="milp")
 
 
+def test_without_a_budget_the_tightening_stops_at_its_default_cap(monkeypatch) -> None:
+    """No ``time_budget`` means :data:`milp.DEFAULT_TIME_BUDGET`, not unlimited: with the cap at 0
+    no neuron MILP runs and the bounds are CROWN's; ``math.inf`` lifts it."""
+    network = mlp_relu(np.random.default_rng(7))
+    region = single_region(network, "linf")
+    crown = ev.bounds(network, region, method="crown")
+    monkeypatch.setattr(milp, "DEFAULT_TIME_BUDGET", 0.0)
+    stats: dict = {}
+    capped = ev.bounds(network, region, method="milp", stats=stats)
+    assert stats["milps"] == 0 and stats["tightened"] == 0
+    for ours, theirs in zip(capped.upper + capped.lower, crown.upper + crown.lower, strict=True):
+        assert torch.equal(ours, theirs)
+    ev.bounds(network, region, method="milp", time_budget=math.inf, stats=stats)
+    assert stats["milps"] > 0 and stats["tightened"] > 0
+    for bad in (-1.0, math.nan, "10", True):
+        with pytest.raises(InvalidInputError, match="time_budget"):
+            ev.bounds(network, region, method="milp", time_budget=bad)
+
+
 def test_a_search_reuses_tightened_bounds_inside_the_radius_band(monkeypatch) -> None:
     network = mlp_relu(np.random.default_rng(7))
     x = np.random.default_rng(1).uniform(0.2, 0.8, size=4)

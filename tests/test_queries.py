@@ -197,12 +197,18 @@ def decide_random_queries(**options) -> list:
     return verdicts
 
 
-@pytest.mark.parametrize("backend", sorted(BACKEND_MODULES) + ["scip-constraint", "scip-heuristics"])
+@pytest.mark.parametrize("backend", sorted(BACKEND_MODULES) + ["scip-constraint", "scip-heuristics", "scip-params"])
 def test_backends_agree_with_oracle(backend, monkeypatch):
     """Every backend decides 24 random queries as the oracle does; ``scip-constraint`` is SCIP
-    with the spec as a constraint instead of its maximised slack (both forms are checked), and
-    ``scip-heuristics`` the slack form with the other primal-heuristics setting than decisions use."""
+    with the spec as a constraint instead of its maximised slack (both forms are checked),
+    ``scip-heuristics`` the slack form with the other primal-heuristics setting than decisions
+    use, and ``scip-params`` the slack form with the backend's own parameters (no DECISION_PARAMS)."""
     from exactverify.queries import stages
+
+    if backend == "scip-params":
+        assert stages.slack_options()["params"] == stages.DECISION_PARAMS
+        monkeypatch.setattr(stages, "DECISION_PARAMS", {})
+        backend = "scip"
 
     if backend == "scip-constraint":
         monkeypatch.setattr(stages, "SLACK_OBJECTIVE_BACKENDS", ())

@@ -52,6 +52,11 @@ TIGHTEN_LAYERS = 1
 #: (faster on 29 of 30), with the same unstable ReLUs left on every region and second-layer
 #: widths within -1.4% / +0.3% (``benchmarks/results/neuron_milp_settings.md``).
 NEURON_HEURISTICS = "off"
+#: Seconds the tightening may take when the caller gives no ``time_budget`` (a query without a
+#: time limit): without a cap it would spend up to ``2 * NEURON_TIME_LIMIT / threads`` seconds
+#: per unstable neuron, minutes on a network with hundreds of them. Neurons not reached keep
+#: their CROWN bounds; ``time_budget=math.inf`` lifts the cap.
+DEFAULT_TIME_BUDGET = 60.0
 #: Points of the region (besides its centre) at which the tightened bounds must hold.
 CHECK_SAMPLES = 64
 #: Relative float64 slack of that check (forward-pass rounding; the bounds are padded 1e-5).
@@ -141,8 +146,9 @@ def milp_bounds(network: Network, region: Region, *, layers: int | None = None, 
                 threads: int = 1, time_budget: float | None = None, stats: dict | None = None):
     """CROWN bounds with the inputs of ``layers`` ReLU layers (from the second) tightened by MILP.
 
-    ``layers`` defaults to :data:`TIGHTEN_LAYERS`. ``time_budget`` (seconds) caps the
-    tightening: neurons not reached keep their CROWN bounds. ``threads`` neuron MILPs run
+    ``layers`` defaults to :data:`TIGHTEN_LAYERS`. ``time_budget`` (seconds, default
+    :data:`DEFAULT_TIME_BUDGET`) caps the tightening: neurons not reached keep their CROWN
+    bounds. ``threads`` neuron MILPs run
     side by side. ``stats``, if given, receives the
     counts (MILPs solved, neurons tightened, unstable ReLUs before and after, seconds).
     Returns ``(lowers, uppers)`` like :func:`~exactverify.bounds.crown.crown_bounds`.
@@ -152,6 +158,10 @@ def milp_bounds(network: Network, region: Region, *, layers: int | None = None, 
     if region.batch_size != 1:
         raise InvalidInputError(f"milp bounds take a batch of one region, got {region.batch_size}")
     layers = TIGHTEN_LAYERS if layers is None else layers
+    time_budget = DEFAULT_TIME_BUDGET if time_budget is None else time_budget
+    if isinstance(time_budget, bool) or not isinstance(time_budget, (int, float)) or math.isnan(time_budget) \
+            or time_budget < 0:
+        raise InvalidInputError(f"time_budget must be a number of seconds >= 0, got {time_budget!r}")
     if not isinstance(layers, int) or layers < 0:
         raise InvalidInputError(f"layers must be an int >= 0, got {layers!r}")
     relus = _relu_layers(network)[1: 1 + layers]
@@ -162,7 +172,7 @@ def milp_bounds(network: Network, region: Region, *, layers: int | None = None, 
     device = region.lower.device  # the MILPs read float64 numpy values: bound on the CPU, return on the device
     region = region.to(torch.device("cpu"))
     start = time.perf_counter()
-    deadline = None if time_budget is None else start + time_budget
+    deadline = None if math.isinf(time_budget) else start + time_budget
     lowers, uppers = crown_bounds(network, region)
     crown = ([t.clone() for t in lowers], [t.clone() for t in uppers])
     before = _unstable(lowers, uppers, relus)
@@ -188,4 +198,5 @@ def _unstable(lowers, uppers, values) -> int:
     return int(sum(((lowers[v] < 0) & (uppers[v] > 0)).sum() for v in values))
 
 
-__all__ = ["milp_bounds", "tighten_layer", "MILP_BOUND_PADDING", "NEURON_TIME_LIMIT", "TIGHTEN_LAYERS"]
+__all__ = ["milp_bounds", "tighten_layer", "DEFAULT_TIME_BUDGET", "MILP_BOUND_PADDING", "NEURON_TIME_LIMIT",
+           "TIGHTEN_LAYERS"]

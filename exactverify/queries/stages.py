@@ -68,9 +68,19 @@ SLACK_CUTOFF = 1e-6
 DECISION_HEURISTICS = "off"
 
 
+#: Raw SCIP parameters of those decisions, over the backend's ``DEFAULT_PARAMS`` (which allow 3
+#: rounds of cuts at the root): no cut rounds at all. Under the fixed cutoff the proof of a
+#: closing probe is a search of many cheap nodes, and the root cuts cost more than they save. On
+#: 12 closing probes of the MNIST 784-24-24-24-10 benchmark (6 L-inf, 6 L1; CROWN bounds, one
+#: thread), see ``benchmarks/results/decision_params.md``.
+DECISION_PARAMS: dict[str, object] = {"separating/maxroundsroot": 0}
+
+
 def slack_options() -> dict:
-    """Solve options of a slack-form decision: the cutoff, stop at the first ``s >= 0``, heuristics."""
-    return {"cutoff": -SLACK_CUTOFF, "stop_at": 0.0, "heuristics": DECISION_HEURISTICS}
+    """Solve options of a slack-form decision: the cutoff, stop at the first ``s >= 0``,
+    heuristics and parameters (:data:`DECISION_HEURISTICS`, :data:`DECISION_PARAMS`)."""
+    return {"cutoff": -SLACK_CUTOFF, "stop_at": 0.0, "heuristics": DECISION_HEURISTICS,
+            "params": dict(DECISION_PARAMS)}
 
 
 #: Callback of the query entry points' ``progress`` option: gets every step of the history as it is
