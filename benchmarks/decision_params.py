@@ -2,13 +2,14 @@
 
 A minimal-distortion search spends most of its time in one slack-form decision MILP just
 below the optimum (a closing probe), which SCIP has to prove infeasible under the objective
-cutoff. With the cutoff fixed, the order in which nodes are explored cannot prune more, so
-cheaper nodes (depth-first: the LP warm-starts from its parent) and cheaper root cut rounds
-may pay. This decides each probe with every setting of :data:`SETTINGS` (raw SCIP parameters
-over the backend's ``DEFAULT_PARAMS`` and the decision's own options), CROWN bounds, one
-MILP on one thread, each in a fresh process, two runs at a time all along (both cores), so
-every run sees about the same load; compare node counts first (SCIP is
-deterministic on one thread), times second.
+cutoff. With the cutoff fixed, the order in which nodes are explored changes only the cost of
+a node and what SCIP learns on the way (conflicts, pseudo-costs), and root cut rounds cost
+time at the root and make every later LP larger: both may be cheaper another way. This
+decides each probe with every setting of :data:`SETTINGS` (raw SCIP parameters over the
+backend's ``DEFAULT_PARAMS``, in place of the library's ``DECISION_PARAMS``), CROWN bounds, one MILP on one
+thread, each in a fresh process, two runs at a time all along (both cores), so every run
+sees about the same load; compare node counts first (SCIP is deterministic on one thread),
+times second.
 
 Writes ``benchmarks/results/NAME.{csv,json,md}`` and the resumable journal ``NAME.jsonl``;
 needs ``../shared/data``.
@@ -55,8 +56,10 @@ def run_setting(probe: dict, setting: str, time_limit: float) -> dict:
 
     import exactverify as ev
     from encoders.backends import scip
+    from exactverify.queries import stages
     from exactverify.queries.checks import make_query
 
+    stages.DECISION_PARAMS = {}  # the setting alone over the backend's defaults (``default``: before DECISION_PARAMS)
     scip.DEFAULT_PARAMS.update(SETTINGS[setting])
     network, images = mnist_benchmark_net()
     query = make_query(network, images[probe["image"]], probe["norm"], probe["target"], None, (0.0, 1.0),

@@ -200,3 +200,45 @@ def test_minimal_distortion_with_milp_bounds_brackets_the_oracle(index: int, nor
     assert math.isfinite(d_star) and res.status == "optimal", res.reason
     assert res.lower - 1e-6 <= d_star <= res.upper + 1e-6
     assert any(step.raw_status.startswith("milp (") for step in res.history if step.stage == "bounds")
+
+
+def test_tightening_progress_counts_its_milps_and_changes_nothing(monkeypatch, caplog) -> None:
+    """Reports say how many neuron MILPs ended of those known (never more, never fewer than
+    before), the last one all of them; a raising callback is dropped and the bounds stay those
+    of a run without one."""
+    network = mlp_relu(np.random.default_rng(7))
+    region = single_region(network, "linf")
+    monkeypatch.setattr(milp, "PROGRESS_INTERVAL", 0.0)
+    seen: list[tuple[int, int, float]] = []
+    stats: dict = {}
+    reported = ev.bounds(network, region, method="milp", layers=2, stats=stats, time_budget=math.inf,
+                         progress=lambda *args: seen.append(args))
+    assert len(seen) == stats["milps"] + 1  # one per MILP, then the final one
+    assert all(done <= total for done, total, _ in seen)
+    assert [done for done, _, _ in seen] == sorted(done for done, _, _ in seen)
+    assert [total for _, total, _ in seen] == sorted(total for _, total, _ in seen)
+    assert seen[-1][0] == seen[-1][1] == stats["milps"]
+
+    def broken(*_args) -> None:
+        raise RuntimeError("display broke")
+
+    with caplog.at_level(logging.WARNING):
+        dropped = ev.bounds(network, region, method="milp", layers=2, time_budget=math.inf, progress=broken)
+    assert "progress callback raised" in caplog.text
+    for ours, theirs in zip(dropped.upper + dropped.lower, reported.upper + reported.lower, strict=True):
+        assert torch.allclose(ours, theirs, atol=TIGHT_TOL, rtol=TIGHT_TOL)  # equal up to the MILP gap
+    with pytest.raises(InvalidInputError, match="progress"):
+        ev.bounds(network, region, method="milp", progress="stderr")
+
+
+def test_verify_shows_the_tightening_as_running_bounds_steps(monkeypatch) -> None:
+    network = mlp_relu(np.random.default_rng(7))
+    x = np.random.default_rng(0).uniform(0.2, 0.8, size=network.input_shape)
+    monkeypatch.setattr(milp, "PROGRESS_INTERVAL", 0.0)
+    seen = []
+    verdict = ev.verify(network, x, 0.4, domain=(0.0, 1.0), bounds_method="milp", attack_first=False,
+                        progress=seen.append)
+    running = [step for step in seen if step.stage == "bounds" and step.outcome == "running"]
+    assert running and all("neuron MILPs ended" in step.raw_status and step.eps == 0.4 for step in running)
+    assert not any(step.outcome == "running" for step in verdict.history)
+    assert [step for step in seen if step.outcome != "running"] == verdict.history

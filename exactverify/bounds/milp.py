@@ -27,6 +27,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -57,6 +58,8 @@ NEURON_HEURISTICS = "off"
 #: per unstable neuron, minutes on a network with hundreds of them. Neurons not reached keep
 #: their CROWN bounds; ``time_budget=math.inf`` lifts the cap.
 DEFAULT_TIME_BUDGET = 60.0
+#: Least seconds between two reports to a ``progress`` callback of :func:`milp_bounds`.
+PROGRESS_INTERVAL = 2.0
 #: Points of the region (besides its centre) at which the tightened bounds must hold.
 CHECK_SAMPLES = 64
 #: Relative float64 slack of that check (forward-pass rounding; the bounds are padded 1e-5).
@@ -89,11 +92,33 @@ def _neuron_extreme(network: Network, region: Region, prefix_bounds: BoundsResul
     return max(result.bound, result.objective) if maximise else min(result.bound, result.objective)
 
 
+class _Reporter:
+    """Calls ``callback(done, total, seconds)`` at most every :data:`PROGRESS_INTERVAL` seconds
+    (and once more at the end); a callback that raises (but for KeyboardInterrupt) is logged and
+    dropped: a display must never change the bounds."""
+
+    def __init__(self, callback: Callable[[int, int, float], None] | None, start: float) -> None:
+        self.callback, self.start, self.last = callback, start, start
+
+    def __call__(self, done: int, total: int, final: bool = False) -> None:
+        now = time.perf_counter()
+        if self.callback is None or (not final and now - self.last < PROGRESS_INTERVAL):
+            return
+        self.last = now
+        try:
+            self.callback(done, total, now - self.start)
+        except Exception:  # noqa: BLE001 - a broken display callback must not end the tightening
+            log.warning("milp bounds: the progress callback raised; no further reports", exc_info=True)
+            self.callback = None
+
+
 def tighten_layer(network: Network, region: Region, lowers: list[torch.Tensor], uppers: list[torch.Tensor],
-                  value: int, *, backend: str, threads: int, deadline: float | None) -> tuple[int, int]:
+                  value: int, *, backend: str, threads: int, deadline: float | None,
+                  report: Callable[[int], None] | None = None) -> tuple[int, int]:
     """Tighten the bounds of the value entering layer ``value`` in place; (MILPs solved, neurons tightened).
 
     ``lowers``/``uppers`` are sound bounds of every value of ``network`` on ``region`` (a batch of one).
+    ``report(k)``, if given, is called after each of the layer's neuron MILPs (``k`` done so far).
     """
     prefix = network.with_layers(network.layers[:value])
     prefix_bounds = BoundsResult(prefix, "crown", tuple(lowers[: value + 1]), tuple(uppers[: value + 1]))
@@ -111,7 +136,9 @@ def tighten_layer(network: Network, region: Region, lowers: list[torch.Tensor], 
     solved = tightened = 0
     with ThreadPoolExecutor(max_workers=threads) as pool:
         try:
-            for (neuron, maximise), bound in pool.map(run, jobs):
+            for done, ((neuron, maximise), bound) in enumerate(pool.map(run, jobs), start=1):
+                if report is not None:
+                    report(done)
                 if bound is None:
                     continue
                 solved += 1
@@ -143,13 +170,16 @@ def _holds(network: Network, region: Region, lowers, uppers) -> bool:
 
 
 def milp_bounds(network: Network, region: Region, *, layers: int | None = None, backend: str = "scip",
-                threads: int = 1, time_budget: float | None = None, stats: dict | None = None):
+                threads: int = 1, time_budget: float | None = None, stats: dict | None = None,
+                progress: Callable[[int, int, float], None] | None = None):
     """CROWN bounds with the inputs of ``layers`` ReLU layers (from the second) tightened by MILP.
 
     ``layers`` defaults to :data:`TIGHTEN_LAYERS`. ``time_budget`` (seconds, default
     :data:`DEFAULT_TIME_BUDGET`) caps the tightening: neurons not reached keep their CROWN
     bounds. ``threads`` neuron MILPs run
-    side by side. ``stats``, if given, receives the
+    side by side. ``progress(done, total, seconds)``, if given, hears how many of the
+    neuron MILPs known so far have ended, at most every :data:`PROGRESS_INTERVAL` seconds
+    (``total`` grows as each layer's unstable neurons become known). ``stats``, if given, receives the
     counts (MILPs solved, neurons tightened, unstable ReLUs before and after, seconds).
     Returns ``(lowers, uppers)`` like :func:`~exactverify.bounds.crown.crown_bounds`.
     """
@@ -164,6 +194,8 @@ def milp_bounds(network: Network, region: Region, *, layers: int | None = None, 
         raise InvalidInputError(f"time_budget must be a number of seconds >= 0, got {time_budget!r}")
     if not isinstance(layers, int) or layers < 0:
         raise InvalidInputError(f"layers must be an int >= 0, got {layers!r}")
+    if progress is not None and not callable(progress):
+        raise InvalidInputError(f"progress must be a callable (done, total, seconds), got {type(progress).__name__}")
     relus = _relu_layers(network)[1: 1 + layers]
     smooth = [layer.kind for layer in network.layers[: max(relus, default=0)] if not layer.piecewise_linear]
     if smooth:
@@ -177,14 +209,26 @@ def milp_bounds(network: Network, region: Region, *, layers: int | None = None, 
     crown = ([t.clone() for t in lowers], [t.clone() for t in uppers])
     before = _unstable(lowers, uppers, relus)
     solved = tightened = 0
+    reporter = _Reporter(progress, start)
+    ended = total = 0  # neuron MILPs ended / known, over the layers so far
     for value in relus:
         if deadline is not None and time.perf_counter() >= deadline:
             break
         lowers, uppers = list(lowers), list(uppers)
+        before_layer = ended
+        total += 2 * _unstable(lowers, uppers, [value])
+
+        def report(done: int, before_layer=before_layer, total=total) -> None:
+            nonlocal ended
+            ended = before_layer + done
+            reporter(ended, total)
+
         done = tighten_layer(network, region, lowers, uppers, value, backend=backend, threads=threads,
-                             deadline=deadline)
+                             deadline=deadline, report=report)
         solved, tightened = solved + done[0], tightened + done[1]
         lowers, uppers = crown_bounds(network, region, known=(lowers, uppers))
+    if total:
+        reporter(ended, total, final=True)
     if tightened and not _holds(network, region, lowers, uppers):
         log.warning("MILP-tightened bounds failed the sampling check on %s; keeping the CROWN bounds", network.name)
         lowers, uppers, tightened = crown[0], crown[1], -1

@@ -210,7 +210,8 @@ def refine_attack(query: Query, eps_high: float, iterations: int = 8,
 
 def spec_bounds(query: Query, spec: OutputSpec, eps: float, method: str,
                 time_budget: float | None = None, threads: int = 1,
-                reuse: dict | None = None, stats: dict | None = None) -> tuple[BoundsResult, np.ndarray]:
+                reuse: dict | None = None, stats: dict | None = None,
+                progress: StepCallback | None = None) -> tuple[BoundsResult, np.ndarray]:
     """Bounds of the network on the eps-region plus lower bounds of every spec row ``A y - b``.
 
     The spec rows are appended as one more dense layer, so CROWN/LP bound them directly
@@ -221,7 +222,8 @@ def spec_bounds(query: Query, spec: OutputSpec, eps: float, method: str,
     ``[MILP_REUSE_FRACTION * eps', eps']`` of the radius ``eps'`` they were computed at uses
     them instead of tightening again (they hold for every region inside that one).
     ``stats`` receives the MILP tightening's counts (:func:`~exactverify.bounds.milp.milp_bounds`),
-    or ``reused_from`` (the radius of the bounds reused).
+    or ``reused_from`` (the radius of the bounds reused). ``progress`` hears how the MILP
+    tightening goes, as ``running`` steps of the ``bounds`` stage.
     """
     net = query.network
     full = _with_spec_rows(query, spec)
@@ -244,6 +246,9 @@ def spec_bounds(query: Query, spec: OutputSpec, eps: float, method: str,
             options = {"time_budget": time_budget, "time_limit": max(min(LP_TIME_LIMIT, time_budget), 0.01)}
         elif method == "milp":
             options = {"time_budget": time_budget, "threads": threads, "stats": stats}
+            if progress is not None:
+                options["progress"] = lambda done, total, seconds: progress(SolveRecord(
+                    "bounds", eps, "running", seconds, f"milp tightening: {done} of {total} neuron MILPs ended"))
         result = bounds(full, region, method=method, **options)
         if method == "milp" and reuse is not None:
             reuse.update(eps=eps, lower=result.lower[: n + 1], upper=result.upper[: n + 1])
@@ -307,7 +312,8 @@ def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, t
     With ``threads > 1`` a decision is split into ReLU-phase sub-domains whose MILPs run
     side by side (:mod:`.split`) where the network and backend allow it. ``bound_cache``
     is the ``reuse`` dict of :func:`spec_bounds` (a search passes one to all its probes).
-    ``progress`` gets the MILP's in-flight reports (:func:`running_reporter`; SCIP only).
+    ``progress`` gets the MILP's in-flight reports (:func:`running_reporter`; SCIP only) and
+    those of a MILP tightening of the bounds.
     """
     if time_limit is not None and time_limit <= 0:
         return Finding("unknown", "time limit reached before the exact solve")
@@ -315,7 +321,8 @@ def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, t
     start = time.perf_counter()
     lp_budget = None if time_limit is None else LP_TIME_SHARE * time_limit
     stats: dict = {}
-    net_bounds, row_lower = spec_bounds(query, spec, eps, bounds_method, lp_budget, threads, bound_cache, stats)
+    net_bounds, row_lower = spec_bounds(query, spec, eps, bounds_method, lp_budget, threads, bound_cache, stats,
+                                        progress)
     unstable = net_bounds.unstable_per_layer()
     live = live_disjuncts(spec, row_lower)
     history.append(SolveRecord("bounds", eps, "robust" if live is None else "unknown",
