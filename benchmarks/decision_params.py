@@ -38,6 +38,12 @@ SETTINGS: dict[str, dict] = {
     "dfs": {"nodeselection/dfs/stdpriority": 1_000_000},
     "roots0": {"separating/maxroundsroot": 0},
     "dfs-roots0": {"nodeselection/dfs/stdpriority": 1_000_000, "separating/maxroundsroot": 0},
+    # session 16: over roots0 (the decisions' setting since session 15)
+    "roots0-seed1": {"separating/maxroundsroot": 0, "randomization/randomseedshift": 1},
+    "roots0-pscost": {"separating/maxroundsroot": 0, "branching/pscost/priority": 20_000},
+    "roots0-norestart": {"separating/maxroundsroot": 0, "presolving/maxrestarts": 0},
+    "roots0-obbt": {"separating/maxroundsroot": 0, "propagating/obbt/onlynonconvexvars": False},
+    "roots0-nosym": {"separating/maxroundsroot": 0, "misc/usesymmetry": 0},
 }
 #: Closing probes of queries the default engine proved in 20-50 s in
 #: ``minimal_distortion_crown60`` (the radius of the probe that ended the search), 6 per norm.
@@ -73,21 +79,22 @@ def geomean(values: list[float]) -> float:
 
 def summarise(rows: list[dict], args) -> str:
     settings = [s for s in SETTINGS if any(r["setting"] == s for r in rows)]
+    base = args.baseline
     by_probe: dict[tuple, dict] = {}
     for r in rows:
         by_probe.setdefault((r["image"], r["target"], r["norm"], r["eps"]), {})[r["setting"]] = r
     table = []
     for setting in settings:
         for norm in ("linf", "l1", "all"):
-            pairs = [(p["default"], p[setting]) for key, p in by_probe.items()
-                     if "default" in p and setting in p and norm in (key[2], "all")]
+            pairs = [(p[base], p[setting]) for key, p in by_probe.items()
+                     if base in p and setting in p and norm in (key[2], "all")]
             both = [(a, b) for a, b in pairs if a["answer"] != "unknown" and b["answer"] != "unknown"]
             table.append({"setting": setting, "norm": norm, "probes": len(pairs),
                           "decided": sum(b["answer"] != "unknown" for _, b in pairs),
                           "sum s": round(sum(b["seconds"] for _, b in pairs), 1),
-                          "nodes / default (geo. mean, both decided)": round(geomean(
+                          f"nodes / {base} (geo. mean, both decided)": round(geomean(
                               [b["nodes"] / a["nodes"] for a, b in both if a["nodes"] and b["nodes"]]), 3),
-                          "time / default (geo. mean, both decided)": round(geomean(
+                          f"time / {base} (geo. mean, both decided)": round(geomean(
                               [b["seconds"] / a["seconds"] for a, b in both]), 3)})
     answers = [{r["answer"] for r in p.values() if r["answer"] != "unknown"} for p in by_probe.values()]
     lines = ["# SCIP settings for the decision MILPs (MNIST 784-24-24-24-10 closing probes)", "",
@@ -113,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--probe", action="append", default=None, help="IMAGE:TARGET:NORM:EPS (repeatable)")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--baseline", default="default", choices=list(SETTINGS),
+                        help="the setting the others are compared with in the summary")
     parser.add_argument("--time-limit", type=float, default=150.0)
     parser.add_argument("--name", default="decision_params")
     args = parser.parse_args(argv)
