@@ -53,6 +53,22 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
+def code_version() -> str:
+    """The project's git commit (short hash), with ``+dirty`` when the library's code has uncommitted
+    changes: which engine produced a row. ``unknown`` outside a git checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "exactverify", "encoders"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
 def mnist_benchmark_net():
     """The MNIST benchmark network (784-24-24-24-10) as IR and the test images as flat float64
     rows, with torch on one thread (the solvers get the cores); needs ``../shared/data``."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import platform
 import statistics
 import sys
 import time
@@ -33,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info, solver_versions, write_results  # noqa: E402
+from common import code_version, machine_info, solver_versions, write_results  # noqa: E402
 
 from exactverify.queries.checks import BOUND_METHODS  # noqa: E402
 
@@ -70,14 +71,24 @@ def run_query(job: dict) -> dict:
         row = {"lower": result.lower, "upper": result.upper if math.isfinite(result.upper) else None,
                "status": result.status, "reason": result.reason, "attack": result.attack_distortion,
                "solver_calls": sum(r.stage in ("milp", "smt") for r in result.history),
-               "nodes": sum(r.nodes or 0 for r in result.history)}
+               "nodes": sum(r.nodes or 0 for r in result.history),
+               "steps": [compact_step(r) for r in result.history]}
     except Exception as exc:  # recorded, never hidden: a crash is a benchmark result too
         row = {"lower": None, "upper": None, "status": "error", "reason": f"{type(exc).__name__}: {exc}",
                "attack": None, "solver_calls": 0, "nodes": 0}
     row.update({k: job[k] for k in ("image", "label", "target", "norm", "method", "backend", "bounds", "time_limit")})
     row["threads"] = job.get("threads", 1)
+    row["commit"], row["host"] = job.get("commit"), platform.platform()
     row["seconds"] = round(time.perf_counter() - start, 3)
     return row
+
+
+def compact_step(record) -> list:
+    """One history step as ``[stage, eps, outcome, seconds, nodes, raw status, unstable per layer]``:
+    where a search spent its time (the journal keeps it for every query)."""
+    eps = None if record.eps is None else float(record.eps)
+    return [record.stage, eps, record.outcome, round(record.seconds, 3), record.nodes, record.raw_status,
+            record.unstable]
 
 
 def plan(args, images: np.ndarray, labels: np.ndarray, indices: list[int]) -> list[dict]:
@@ -96,7 +107,7 @@ def plan(args, images: np.ndarray, labels: np.ndarray, indices: list[int]) -> li
                     jobs.append({"image": int(i), "label": int(labels[i]), "target": target, "norm": norm,
                                  "method": method, "backend": backend, "bounds": bounds_method,
                                  "tol": args.tol, "time_limit": args.time_limit, "threads": args.threads,
-                                 "x": images[i].tolist()})
+                                 "commit": args.commit, "x": images[i].tolist()})
     return jobs
 
 
@@ -212,6 +223,7 @@ def main(argv=None) -> int:
     network = ev.load(zoo.mnist_network(), input_shape=(784,))
     predictions = network.forward(torch.as_tensor(x_test[:200])).argmax(1).numpy()
     indices = [i for i in range(200) if predictions[i] == y_test[i]][: args.images]
+    args.commit = code_version()
     jobs = plan(args, x_test, y_test, indices)
     if args.unproved_in:
         earlier = [json.loads(line) for name in args.unproved_in
@@ -250,10 +262,15 @@ def main(argv=None) -> int:
 def report(args) -> int:
     """Tables from journals already written (no query runs); machine and solvers are this one's."""
     rows = merge_journals(args.report_from)
+    hosts: dict[str, int] = {}
+    for row in rows:
+        if row.get("host"):
+            hosts[row["host"]] = hosts.get(row["host"], 0) + 1
     summary = summarise(rows, args)
     summary += ("\nRows merged from " + ", ".join(f"`{n}.jsonl`" for n in args.report_from)
-                + " (latest per query wins). Machine and solvers of the report run (the journals ran on "
-                  "the same machine): " + json.dumps(machine_info()) + "; " + json.dumps(solver_versions()) + "\n")
+                + " (latest per query wins). Hosts of the rows that record one: "
+                + (", ".join(f"`{h}` ({n})" for h, n in sorted(hosts.items())) or "none") + ". Machine and solvers "
+                  "of the report run: " + json.dumps(machine_info()) + "; " + json.dumps(solver_versions()) + "\n")
     write_results(args.name, rows, summary)
     print(summary)
     return 0
