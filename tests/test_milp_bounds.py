@@ -92,8 +92,14 @@ def test_milp_bounds_are_sound_and_never_looser_than_crown(make, kind: str) -> N
     assert stats["tightened"] > 0, "the sampling check (CHECK_TOLERANCE) threw away sound bounds"
 
 
-def test_tightened_second_layer_equals_the_exact_extremes() -> None:
-    network = small_net()
+@pytest.mark.parametrize("seed", [3, 5])
+@pytest.mark.parametrize("order", ["index", "nearest"])
+def test_tightened_second_layer_equals_the_exact_extremes(order: str, seed: int, monkeypatch) -> None:
+    """Every side that was tightened reaches the exact extreme: with ``"index"`` both sides of
+    every unstable neuron; with ``"nearest"`` both sides of the neurons left unstable, and the
+    side that made a neuron stable (its other side is skipped: it matters nowhere)."""
+    monkeypatch.setattr(milp, "NEURON_ORDER", order)
+    network = small_net(seed)
     region = single_region(network, "linf", eps=0.35)
     crown = ev.bounds(network, region, method="crown")
     tightened = ev.bounds(network, region, method="milp")
@@ -104,9 +110,52 @@ def test_tightened_second_layer_equals_the_exact_extremes() -> None:
     assert unstable.sum() >= 2, "the test net must leave unstable second-layer ReLUs to tighten"
     assert np.all(low <= exact_low + 1e-9) and np.all(high >= exact_high - 1e-9), "unsound"
     scale = TIGHT_TOL * (1 + np.abs(exact_low) + np.abs(exact_high))
-    assert np.all((high - exact_high)[unstable] <= scale[unstable]), (high, exact_high)
-    assert np.all((exact_low - low)[unstable] <= scale[unstable]), (low, exact_low)
+    high_exact = (high - exact_high) <= scale
+    low_exact = (exact_low - low) <= scale
+    if order == "index":
+        assert np.all(high_exact[unstable]), (high, exact_high)
+        assert np.all(low_exact[unstable]), (low, exact_low)
+    else:
+        left = unstable & (low < 0) & (high > 0)
+        assert np.all(high_exact[left] & low_exact[left]), (low, high, exact_low, exact_high)
+        inactive, active = unstable & (high <= 0), unstable & (low >= 0)
+        assert np.all(high_exact[inactive]) and np.all(low_exact[active])
+        assert np.all(exact_high[inactive] <= 0) and np.all(exact_low[active] >= 0)
     assert np.any((crown.upper[second][0].numpy() - high)[unstable] > 1e-3), "CROWN was already exact: no test"
+
+
+def test_nearest_order_runs_the_side_nearer_to_zero_first_and_skips_stable_neurons(monkeypatch) -> None:
+    low = torch.tensor([-1.0, -3.0, -0.5, 0.2, -2.0])
+    up = torch.tensor([4.0, 1.0, 0.5, 3.0, -0.1])
+    first, second = milp.neuron_jobs(low, up, "index")
+    assert first == [(j, sense) for j in (0, 1, 2) for sense in (True, False)] and second == []
+    first, second = milp.neuron_jobs(low, up, "nearest")
+    # closeness min(u, -l) / (u - l): neuron 0: 0.2, neuron 1: 0.25, neuron 2: 0.5
+    assert first == [(0, False), (1, True), (2, False)]
+    assert second == [(0, True), (1, False), (2, True)]
+    with pytest.raises(InvalidInputError, match="order"):
+        milp.neuron_jobs(low, up, "random")
+
+    network = mlp_relu(np.random.default_rng(7))
+    region = single_region(network, "linf")
+    calls: list[tuple[int, bool]] = []
+
+    def stabilise_the_first(prefix, region, bounds, neuron, maximise, backend, limit, cancelled):
+        calls.append((neuron, maximise))
+        low, up = (float(t[0].reshape(-1)[neuron]) for t in (bounds.lower[-1], bounds.upper[-1]))
+        if len(calls) == 1:  # the first MILP proves its side of 0: that neuron is stable
+            return -1e-3 if maximise else 1e-3
+        return up if maximise else low  # no tightening elsewhere
+
+    monkeypatch.setattr(milp, "_neuron_extreme", stabilise_the_first)
+    monkeypatch.setattr(milp, "_holds", lambda *args: True)  # the fake bound need not hold
+    stats: dict = {}
+    ev.bounds(network, region, method="milp", stats=stats, time_budget=math.inf)
+    stable = calls[0][0]
+    assert calls.count((stable, not calls[0][1])) == 0, "the other side of a stable neuron was solved"
+    unstable = stats["unstable_before"]
+    assert len(calls) == 2 * unstable - 1 and stats["milps"] == len(calls)
+    assert stats["unstable_after"] == unstable - 1
 
 
 def test_a_wrong_solver_bound_is_caught_by_sampling(monkeypatch, caplog) -> None:
@@ -216,7 +265,6 @@ def test_tightening_progress_counts_its_milps_and_changes_nothing(monkeypatch, c
     assert len(seen) == stats["milps"] + 1  # one per MILP, then the final one
     assert all(done <= total for done, total, _ in seen)
     assert [done for done, _, _ in seen] == sorted(done for done, _, _ in seen)
-    assert [total for _, total, _ in seen] == sorted(total for _, total, _ in seen)
     assert seen[-1][0] == seen[-1][1] == stats["milps"]
 
     def broken(*_args) -> None:
