@@ -44,6 +44,9 @@ SETTINGS: dict[str, dict] = {
     "roots0-norestart": {"separating/maxroundsroot": 0, "presolving/maxrestarts": 0},
     "roots0-obbt": {"separating/maxroundsroot": 0, "propagating/obbt/onlynonconvexvars": False},
     "roots0-nosym": {"separating/maxroundsroot": 0, "misc/usesymmetry": 0},
+    "nocuts": {"separating/maxroundsroot": 0, "separating/maxrounds": 0},
+    "roots0-nopresolve": {"separating/maxroundsroot": 0, "presolving/maxrounds": 0},
+    "roots0-rel1": {"separating/maxroundsroot": 0, "branching/relpscost/maxreliable": 1},
 }
 #: Closing probes of queries the default engine proved in 20-50 s in
 #: ``minimal_distortion_crown60`` (the radius of the probe that ended the search), 6 per norm.
