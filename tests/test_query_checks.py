@@ -8,7 +8,7 @@ import pytest
 import exactverify as ev
 from exactverify import zoo
 from exactverify.queries import DOMAIN_TOLERANCE, REGION_TOLERANCE
-from exactverify.queries.checks import make_query
+from exactverify.queries.checks import distance, make_query, project
 from exactverify.queries.stages import accept_point
 
 
@@ -35,10 +35,35 @@ def test_points_outside_the_region_are_projected_and_said_so(digits):
     query = make_query(network, x_test[0], "linf", 9, None, (0.0, 1.0), ev.DEFAULT_MARGIN, module)
     far = np.clip(x_test[0] + 0.5, 0, 1)  # far outside a 0.2 ball
     finding = accept_point(query, far, 0.2, "test")
-    assert np.abs(finding.point - x_test[0]).max() <= 0.2 + 1e-12
+    assert np.abs(finding.point - x_test[0]).max() <= 0.2  # in float64, not just up to rounding
     assert "outside the region" in finding.reason
     near = np.clip(x_test[0] + REGION_TOLERANCE / 10, 0, 1)
     assert "outside the region" not in accept_point(query, near, 0.0, "test").reason
+
+
+@pytest.mark.parametrize("norm", ["linf", "l1"])
+def test_projection_lands_inside_the_ball_in_float64(digits, norm):
+    """Rounding in ``x + clip(p - x, -eps, eps)`` used to leave points an ulp outside (distance
+    0.020000000000000018 at eps 0.02): every projected point now has distance <= eps exactly,
+    stays in the domain, and moves at most a few ulps further than the plain projection."""
+    network, _, _ = digits
+    rng = np.random.default_rng(3)
+    outside_before = 0
+    for trial in range(200):
+        x = rng.choice([0.0, 0.1, 0.3, 0.5, 0.7, 1.0], 64) if trial % 2 else rng.uniform(0, 1, 64)
+        eps = float(rng.choice([0.02, 0.1, 0.3, 1e-3, 0.07])) * (8 if norm == "l1" else 1)
+        query = make_query(network, x, norm, None, None, (0.0, 1.0), ev.DEFAULT_MARGIN)
+        far = np.clip(x + rng.choice([-1.0, 1.0], 64), 0.0, 1.0)
+        point = project(query, far, eps)
+        plain = np.clip(x + np.clip(far - x, -eps, eps), 0, 1) if norm == "linf" else None
+        if plain is not None:
+            outside_before += distance(query, plain) > eps
+            assert np.abs(point - plain).max() <= 1e-15
+        assert distance(query, point) <= eps
+        assert point.min() >= 0.0 and point.max() <= 1.0
+        assert distance(query, point) >= eps * (1 - 1e-9)  # still on the ball's edge: not shrunk
+    if norm == "linf":
+        assert outside_before > 0  # the case the ulp steps exist for does occur
 
 
 def test_model_must_be_a_torch_module(digits):
