@@ -15,7 +15,7 @@ from conftest import cached_case
 
 import exactverify as ev
 from exactverify.queries.checks import make_query
-from exactverify.queries.polish import polish
+from exactverify.queries.polish import POLISH_MARGIN_HEADROOM, polish
 from exactverify.queries.stages import accept_point
 
 MARGIN = ev.DEFAULT_MARGIN
@@ -25,15 +25,16 @@ LP_TOL = 1e-6
 STARTS = 3
 
 
-def piece_minimum(network, x0, norm, label, point, domain) -> float:
-    """The oracle's smallest distortion within the linear piece and adversarial polyhedron of ``point``."""
+def piece_minimum(network, x0, norm, label, point, domain, margin: float = MARGIN) -> float:
+    """The oracle's smallest distortion within the linear piece and adversarial polyhedron of ``point``
+    (the polyhedron where the other class wins by ``margin``)."""
     flat = point.reshape(-1)
     bounds = oracles._bounds(domain, flat.size)
     pieces = [p for p in oracles.enumerate_pieces(network, domain) if np.all(p.G @ flat <= p.h + 1e-9)]
     assert pieces, "the point lies in no piece"
     best = np.inf
     for piece in pieces:
-        for C, d in oracles.adversarial_polyhedra(piece.W.shape[0], label, None, MARGIN):
+        for C, d in oracles.adversarial_polyhedra(piece.W.shape[0], label, None, margin):
             if not np.all(C @ (piece.W @ flat + piece.c) <= d + 1e-9):
                 continue
             G = np.vstack([piece.G, C @ piece.W])
@@ -68,7 +69,8 @@ def test_polished_point_lies_between_the_optimum_and_its_piece_minimum(index, no
     for start in starts:
         found = accept_point(query, start, np.inf, "test start")
         assert found.outcome == "not_robust"
-        ceiling = piece_minimum(case.network, case.x, norm, case.label, start, domain)
+        # polishing asks for the margin plus its headroom (so that the float64 re-check meets the margin)
+        ceiling = piece_minimum(case.network, case.x, norm, case.label, start, domain, MARGIN + POLISH_MARGIN_HEADROOM)
         polished = polish(query, found)
         assert polished.outcome == "not_robust" and polished.ir_ok
         dist = oracles.distance(polished.point.reshape(-1), case.x.reshape(-1), norm)

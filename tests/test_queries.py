@@ -130,6 +130,63 @@ def test_minimal_distortion_brackets_oracle(index, norm, targeted, method):
     assert dist == pytest.approx(res.upper, abs=BOUND_TOL)
 
 
+def near_tie_points(network, count: int, seed: int = 0, max_gap: float = 2e-3) -> list[np.ndarray]:
+    """Points of [0, 1]^n whose top two logits differ by less than ``max_gap`` (but by > 1e-4):
+    their minimal distortions are small enough that the margin band ``(0, MARGIN)`` matters."""
+    rng = np.random.default_rng(seed)
+    xs = rng.uniform(0.0, 1.0, (20000, *network.input_shape))
+    top = np.sort(network.forward(xs).numpy().reshape(len(xs), -1), axis=1)
+    gap = top[:, -1] - top[:, -2]
+    return [xs[k] for k in np.flatnonzero((gap < max_gap) & (gap > 1e-4))[:count]]
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_minimal_distortion_near_a_logit_tie_brackets_the_oracle(norm):
+    """Near a logit tie PGD finds points that win by less than the margin. They must not become
+    the upper bound: the lower bounds are proofs for the margin, and such a point once left the
+    bracket empty (``unknown``: "certified radius exceeds a re-checked counterexample"; a random
+    4-8-3 net, distortion 1.5e-3). Every bracket must hold the oracle's minimum at the margin,
+    and every counterexample must beat the other classes by the margin in float64."""
+    from exactverify.queries.checks import make_query
+    from exactverify.queries.stages import Finding, meets_margin
+
+    network = tiny_net_4()
+    for x in near_tie_points(network, 4):
+        label = int(np.argmax(network.forward(x[None]).numpy()))
+        d_star = oracles.min_distortion(network, x, norm, margin=MARGIN, domain=(np.zeros(4), np.ones(4))).distance
+        res = ev.minimal_distortion(network, x, norm, domain=(0.0, 1.0), tol=1e-4, time_limit=TIME_LIMIT)
+        assert res.status == "optimal", f"{res.status}: {res.reason}"
+        assert res.lower - BOUND_TOL <= d_star <= res.upper + BOUND_TOL, (d_star, res.lower, res.upper)
+        query = make_query(network, x, norm, None, None, (0.0, 1.0), MARGIN)
+        logits = network.forward(np.asarray(res.counterexample)[None]).numpy()[0]
+        assert meets_margin(query, Finding("not_robust", "", res.counterexample, res.upper, logits=logits))
+        assert np.delete(logits, label).max() - logits[label] >= MARGIN
+
+
+def tiny_net_4():
+    """A 4-8-3 ReLU net (domain [0, 1]^4) with logit ties inside its domain."""
+    from conftest import tiny_net
+
+    return tiny_net(11, (4,), (8,), 3, (0.0, 1.0), name="near-tie")
+
+
+def test_meets_margin_rejects_points_that_win_by_less_than_the_margin():
+    from exactverify.queries.checks import make_query
+    from exactverify.queries.stages import Finding, meets_margin
+
+    network = tiny_net_4()
+    x = near_tie_points(network, 1)[0]
+    query = make_query(network, x, "linf", None, None, (0.0, 1.0), MARGIN)
+    label = query.label
+    for lead, expected in ((2 * MARGIN, True), (MARGIN, True), (MARGIN / 2, False), (1e-12, False)):
+        logits = np.zeros(3)
+        logits[label] = 0.3
+        logits[(label + 1) % 3] = 0.3 + lead
+        assert meets_margin(query, Finding("not_robust", "", x, 0.0, logits=logits)) is expected
+    assert not meets_margin(query, None)
+    assert not meets_margin(query, Finding("unknown", "", x, 0.0, logits=logits))
+
+
 # ------------------------------------------------------------------ verify brackets
 def _verify_params():
     params = []

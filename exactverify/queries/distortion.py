@@ -24,7 +24,16 @@ from ..specs import DEFAULT_MARGIN
 from .checks import check_eps, check_threads, make_query
 from .polish import polish
 from .results import DistortionResult, SolveRecord
-from .stages import ATTACK_TIME_SHARE, Finding, accept_point, attack, certified_radius, refine_attack, solve_exact
+from .stages import (
+    ATTACK_TIME_SHARE,
+    Finding,
+    accept_point,
+    attack,
+    certified_radius,
+    meets_margin,
+    refine_attack,
+    solve_exact,
+)
 from .verify import check_options
 
 #: The warm start tries PGD at eps_max * 2**-k for k < WARM_START_LEVELS (one batch).
@@ -142,6 +151,11 @@ def _search(query, norm: str, method: str, tol: float, backend: str, bounds_meth
         return None if time_limit is None else start + time_limit
 
     best = polish(query, best, backend=polish_backend, history=history, deadline=deadline())
+    if best is not None and not meets_margin(query, best):  # misclassified, but by less than the margin
+        history.append(SolveRecord("attack", None, "unknown", 0.0, raw_status=(
+            f"attack point at {best.distortion:.6g} beats the other classes by less than the margin "
+            f"{query.margin:g}, also after polishing: not an upper bound")))
+        best = None
     lower, upper = 0.0, math.inf if best is None else best.distortion
     point = None if best is None else best.point
     # A certified radius from one batched CROWN pass over a grid of radii: a proved lower bound.
@@ -178,10 +192,15 @@ def _search(query, norm: str, method: str, tol: float, backend: str, bounds_meth
         if finding.outcome == "unknown":
             return result(max(finding.lower_bound or 0.0, lower), math.inf, None, "unknown", finding.reason,
                           attack_distortion)
+        solved_lower = finding.lower_bound  # the MILP's dual bound (a polished point carries none)
         finding = polish(query, finding, backend=polish_backend, history=history, deadline=deadline())
+        if not meets_margin(query, finding):
+            return result(max(solved_lower or 0.0, lower), math.inf, None, "unknown", "the exact solve's "
+                          f"counterexample beats the other classes by less than the margin {query.margin:g}, "
+                          "also after polishing", attack_distortion)
         upper, point = finding.distortion, finding.point
         if method == "direct":
-            lower = max(finding.lower_bound or 0.0, lower)
+            lower = min(max(solved_lower or 0.0, lower), upper)
             status = "optimal" if upper - lower <= tol else "unknown"
             return result(lower, upper, point, status, finding.reason, attack_distortion)
 
@@ -194,11 +213,12 @@ def _search(query, norm: str, method: str, tol: float, backend: str, bounds_meth
             return result(lower, upper, point, "unknown",
                           "MILP infeasible although a re-checked counterexample exists in the region: "
                           "solver tolerance problem; bounds are the attack's", attack_distortion)
+        solved_lower = finding.lower_bound  # the MILP's dual bound (a polished point carries none)
         if finding.outcome == "not_robust":
             finding = polish(query, finding, backend=polish_backend, history=history, deadline=deadline())
-            if finding.distortion < upper:
+            if meets_margin(query, finding) and finding.distortion < upper:
                 upper, point = finding.distortion, finding.point
-        lower = min(max(finding.lower_bound or 0.0, lower), upper)
+        lower = min(max(solved_lower or 0.0, lower), upper)
         status = "optimal" if upper - lower <= tol else "unknown"
         return result(lower, upper, point, status, finding.reason, attack_distortion)
 
@@ -217,6 +237,7 @@ def _search(query, norm: str, method: str, tol: float, backend: str, bounds_meth
         quick = None
         if probe <= (lower + upper) / 2:  # a closing probe sits below a polished point: PGD rarely helps there
             (quick,) = attack(query, [probe], deadline=step_deadline)
+            quick = quick if meets_margin(query, quick) else None
             history.append(SolveRecord("attack", probe, "not_robust" if quick else "unknown",
                                        time.perf_counter() - tick))
         left = remaining()
@@ -228,8 +249,14 @@ def _search(query, norm: str, method: str, tol: float, backend: str, bounds_meth
         elif finding.outcome == "not_robust":
             finding = polish(query, finding, backend=polish_backend, history=history, deadline=deadline())
             step = upper - probe
-            if finding.distortion < upper:
-                upper, point = finding.distortion, finding.point
+            if not meets_margin(query, finding) or finding.distortion >= upper:
+                # nothing that bounds the distortion (a point short of the margin, which polishing
+                # could not lift to it within the probe's reach): bisect below the probe as after a timeout
+                ceiling = min(ceiling, probe)
+                last_reason = f"a counterexample at eps={probe:.6g} beats the other classes by less than the margin"
+                tell()
+                continue
+            upper, point = finding.distortion, finding.point
             # a polished point far below the probe is a fresh upper bound: close in on it again
             misses = 0 if upper <= probe - step else misses + 1
         else:

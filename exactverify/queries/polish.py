@@ -41,6 +41,9 @@ FREE_TOLERANCE = 1e-6
 #: The polishing region is the ball of radius ``(1 + RADIUS_SLACK) * d`` around the centre
 #: (``d`` the point's distortion), so the point lies strictly inside it.
 RADIUS_SLACK = 1e-2
+#: ...or ``(1 + SHORT_RADIUS_SLACK) * d`` while the point falls short of the margin: the point
+#: that meets it may lie further out (the LP still finds the nearest one in the pattern's region).
+SHORT_RADIUS_SLACK = 1.0
 #: A round must shrink the distortion by more than this (relative) to go on.
 MIN_IMPROVEMENT = 1e-6
 #: Seconds per polishing LP/MILP.
@@ -57,6 +60,10 @@ WIDE_FREE_MAX = 16
 WIDE_TIME_LIMIT = 2.0
 #: Seconds one polish may take in all (every round also stops at the caller's deadline).
 POLISH_BUDGET = 10.0
+#: The polishing LP/MILP asks for the query's margin plus this, so that its point, re-checked in
+#: float64, still beats the other classes by the margin itself (:func:`~.stages.meets_margin`)
+#: despite the solver's feasibility tolerance (SCIP's ``numerics/feastol``, 1e-6).
+POLISH_MARGIN_HEADROOM = 2e-6
 
 
 def pre_activations(query: Query, point: np.ndarray) -> list[np.ndarray | None]:
@@ -131,16 +138,19 @@ def polish(query: Query, finding, *, backend: str = "scip", bounds_method: str =
     """The smallest re-checked counterexample found by polishing ``finding`` (itself if none is smaller).
 
     ``finding`` must be a re-checked counterexample (:class:`~.stages.Finding`, outcome
-    ``"not_robust"``); ``deadline`` is a ``time.perf_counter()`` value.
+    ``"not_robust"``); ``deadline`` is a ``time.perf_counter()`` value. Polished points beat
+    the other classes by the query's margin (:func:`~.stages.meets_margin`); one that does
+    replaces a ``finding`` that does not even when it lies further out.
     """
     from encoders.backends import Status, make_backend
     from encoders.milp import encode_query
 
-    from .stages import accept_point
+    from .stages import accept_point, meets_margin
 
     if finding is None or finding.outcome != "not_robust" or not query.network.piecewise_linear:
         return finding
     best = finding
+    qualified = meets_margin(query, best)
     free_count = 0
     stop = time.perf_counter() + POLISH_BUDGET
     if deadline is not None:
@@ -150,13 +160,13 @@ def polish(query: Query, finding, *, backend: str = "scip", bounds_method: str =
         if left <= 0.05:
             break
         tick = time.perf_counter()
-        radius = float(best.distortion) * (1 + RADIUS_SLACK)
+        radius = float(best.distortion) * (1 + (RADIUS_SLACK if qualified else SHORT_RADIUS_SLACK))
         region = query.region(radius)
         net_bounds = bounds(query.network, region, method=bounds_method)
         values = pre_activations(query, best.point)
         free = nearest_to_switching(net_bounds, values, free_count)
         fixed = pattern_bounds(net_bounds, values, FREE_TOLERANCE, free)
-        spec = satisfied_disjunct(query.spec(), best.logits)
+        spec = satisfied_disjunct(query.spec(query.margin + POLISH_MARGIN_HEADROOM), best.logits)
         solver = make_backend(backend)
         try:
             encoding = encode_query(solver, query.network, region, spec, fixed, distortion=True)
@@ -166,7 +176,7 @@ def polish(query: Query, finding, *, backend: str = "scip", bounds_method: str =
         solver.set_objective([encoding.distortion], [1.0], minimize=True)
         limit = max(min(WIDE_TIME_LIMIT if free_count else POLISH_TIME_LIMIT, left), 0.05)
         options = {}
-        if free_count and "cutoff" in getattr(solver, "OPTIONS", ()):
+        if free_count and qualified and "cutoff" in getattr(solver, "OPTIONS", ()):
             options["cutoff"] = float(best.distortion) * (1 - MIN_IMPROVEMENT)  # only better points
         result = solver.solve(time_limit=limit, **options)
         if history is not None:
@@ -176,9 +186,9 @@ def polish(query: Query, finding, *, backend: str = "scip", bounds_method: str =
         candidate = None
         if result.status.has_solution and result.values is not None:
             candidate = accept_point(query, result.values[encoding.input], radius, f"polished ({backend})")
-        if (candidate is not None and candidate.outcome == "not_robust"
-                and candidate.distortion < best.distortion * (1 - MIN_IMPROVEMENT)):
-            best = candidate
+        if meets_margin(query, candidate) and (not qualified
+                                               or candidate.distortion < best.distortion * (1 - MIN_IMPROVEMENT)):
+            best, qualified = candidate, True
             continue
         searched = result.status in (Status.OPTIMAL, Status.INFEASIBLE)
         if not searched or free_count >= wide:
