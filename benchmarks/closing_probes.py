@@ -26,6 +26,17 @@ one probe at a time on one thread:
   ordered by layer (every binary of an earlier ReLU layer is branched on before any of a later
   one): fixing the first layers' phases lets SCIP's propagation tighten everything after them,
   the way a split of the input would.
+- ``spec-lp``: ``tighten``, then every unstable neuron minimised and maximised by an LP over
+  the region *and the spec* (the triangle relaxation of the whole network plus ``A y <= b``:
+  bounds that need only hold where a counterexample could be, which is all a decision needs),
+  repeated while a round still moves a bound (at most ``SPEC_LP_ROUNDS``), then the same MILP.
+  Each LP bound is HiGHS's dual certificate (:func:`exactverify.bounds.lp.safe_minimum`). The
+  row also counts the ReLU phase implications that one-neuron splits give under CROWN
+  (``phase_implications``: fixing one unstable neuron's phase makes a later one stable), the
+  material of dependency cuts (Venus, Botoeva et al. 2020).
+- ``l1-lean``: ``tighten`` with the L1 ball written without an epigraph variable for the pixels
+  whose box lets them move one way only (``|d| = d`` or ``-d``; most MNIST pixels are 0 or 1),
+  which shrinks the LP by two rows and a column per such pixel; L1 probes only.
 
 Answers must agree whenever two runs decide (a "robust" from any variant is a proof; the
 cuts are valid for every point of the ReLU's graph over its input box, and the tightened
@@ -53,9 +64,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS_DIR, machine_info, markdown_table, solver_versions, write_results  # noqa: E402
 from split_milp import decide, probes  # noqa: E402
 
-VARIANTS = ("milp", "bab", "cuts-root", "cuts-tree", "tighten", "priority", "priority-tighten", "tighten-2layers")
+VARIANTS = ("milp", "bab", "cuts-root", "cuts-tree", "tighten", "priority", "priority-tighten", "tighten-2layers",
+            "spec-lp", "l1-lean")
 #: A cut is added only if the LP point violates it by more than this.
 CUT_MIN_VIOLATION = 1e-4
+#: Rounds of the ``spec-lp`` tightening (a round re-solves every neuron still unstable).
+SPEC_LP_ROUNDS = 3
 
 
 # ------------------------------------------------------------------ Anderson et al. cuts
@@ -185,6 +199,172 @@ def install_layer_priorities() -> None:
     milp.encode_query = encode_with_priorities
 
 
+# ------------------------------------------------------------------ bounds over the spec
+def spec_lp_program(network, region, lows: list, ups: list, conj):
+    """The LP relaxation of ``network`` on ``region`` (flat float64 bounds ``lows/ups`` per value)
+    with the spec's conjunction ``A y <= b`` on the output; the program and each value's columns."""
+    from exactverify.bounds.lp import _add_layer, _Program
+
+    prog = _Program()
+    cols = prog.variables(lows[0], ups[0])
+    if region.norm == "l1":  # t >= |x - c|, sum t <= eps (as exactverify.bounds.lp)
+        center, eps = region.center.reshape(-1).numpy(), float(region.eps[0])
+        t = prog.variables(np.zeros(cols.size), np.maximum(np.maximum(center - lows[0], ups[0] - center), 0.0))
+        k = np.arange(cols.size)
+        for sign in (1.0, -1.0):
+            prog.rows(np.concatenate([k, k]), np.concatenate([cols, t]),
+                      np.concatenate([sign * np.ones(k.size), -np.ones(k.size)]), sign * center, equal=False)
+        prog.rows(np.zeros(k.size, dtype=int), t, np.ones(k.size), [eps], equal=False)
+    columns = [cols]
+    for index, layer in enumerate(network.layers):
+        cols = _add_layer(prog, layer, network.shapes[index], cols, lows[index], ups[index], lows[index + 1],
+                          ups[index + 1])
+        columns.append(cols)
+    rows, outs = np.nonzero(conj.A)
+    prog.rows(rows, cols[outs], conj.A[rows, outs], conj.b, equal=False)
+    return prog, columns
+
+
+def spec_lp_tighten(network, region, net_bounds, conj, stats: dict):
+    """``net_bounds`` with every unstable pre-activation tightened over region and spec (see docstring)."""
+    import torch
+
+    from exactverify.bounds import BoundsResult
+    from exactverify.bounds.interval import interval_layer
+    from exactverify.bounds.lp import safe_minimum
+    from exactverify.ir import ReLU
+
+    tick = time.perf_counter()
+    lows = [t[0].reshape(-1).double().cpu().numpy().copy() for t in net_bounds.lower]
+    ups = [t[0].reshape(-1).double().cpu().numpy().copy() for t in net_bounds.upper]
+    relu_inputs = [i for i, layer in enumerate(network.layers) if isinstance(layer, ReLU)]
+    moved = 0
+    for _ in range(SPEC_LP_ROUNDS):
+        moved_before = moved
+        for i in relu_inputs:
+            prog, columns = spec_lp_program(network, region, lows, ups, conj)
+            matrices, c = prog.matrices(), np.zeros(prog.size)
+            for k in np.flatnonzero((lows[i] < 0) & (ups[i] > 0)):
+                for sign in (1.0, -1.0):
+                    c[columns[i][k]] = sign
+                    bound = safe_minimum(c, matrices, 10.0, "highs")
+                    c[columns[i][k]] = 0.0
+                    if bound is not None and sign > 0 and bound > lows[i][k]:
+                        lows[i][k], moved = bound, moved + 1
+                    elif bound is not None and sign < 0 and -bound < ups[i][k]:
+                        ups[i][k], moved = -bound, moved + 1
+            for j in range(i, len(network.layers)):  # carry the tighter bounds forward (interval image)
+                shape = network.shapes[j]
+                low, up = interval_layer(network.layers[j], torch.as_tensor(lows[j]).reshape(1, *shape),
+                                         torch.as_tensor(ups[j]).reshape(1, *shape))
+                lows[j + 1] = np.maximum(lows[j + 1], low.reshape(-1).numpy())
+                ups[j + 1] = np.minimum(ups[j + 1], up.reshape(-1).numpy())
+        if moved == moved_before:
+            break
+    def shaped(values, like):
+        return tuple(torch.as_tensor(v).reshape(t.shape) for v, t in zip(values, like, strict=True))
+
+    result = BoundsResult(network, net_bounds.method + "+spec-lp", shaped(lows, net_bounds.lower),
+                          shaped(ups, net_bounds.upper), net_bounds.seconds)
+    stats.update(spec_lp_s=round(time.perf_counter() - tick, 3), spec_lp_moved=moved,
+                 unstable_before=sum(net_bounds.unstable_per_layer()), unstable_after=sum(result.unstable_per_layer()))
+    return result
+
+
+def phase_implications(region, spec_network, net_bounds) -> int:
+    """How many (split neuron, phase, later neuron) triples CROWN makes stable by one split."""
+    import math
+
+    import torch
+
+    from exactverify.bounds.crown import crown_bounds
+    from exactverify.ir import ReLU
+    from exactverify.queries.split import repeat_region
+
+    n = len(net_bounds.network.layers)
+    pads = [torch.full((1, *spec_network.shapes[k]), math.inf, dtype=torch.float64)
+            for k in range(n + 1, len(spec_network.shapes))]
+    relus = [i for i, layer in enumerate(spec_network.layers) if isinstance(layer, ReLU)]
+    unstable = {i: (net_bounds.lower[i][0] < 0) & (net_bounds.upper[i][0] > 0) for i in relus}
+    candidates = [(i, int(k)) for i in relus for k in torch.nonzero(unstable[i].reshape(-1)).reshape(-1)]
+    if not candidates:
+        return 0
+    count = 2 * len(candidates)
+    splits = {i: torch.zeros(count, *spec_network.shapes[i], dtype=torch.float64) for i in relus}
+    for c, (i, k) in enumerate(candidates):
+        splits[i].reshape(count, -1)[2 * c, k] = 1.0
+        splits[i].reshape(count, -1)[2 * c + 1, k] = -1.0
+    known = ([t.expand(count, *t.shape[1:]) for t in list(net_bounds.lower) + [-p for p in pads]],
+             [t.expand(count, *t.shape[1:]) for t in list(net_bounds.upper) + pads])
+    lowers, uppers = crown_bounds(spec_network, repeat_region(region, count), splits=splits,
+                                  known=known)
+    total = 0
+    for c, (i, _) in enumerate(candidates):
+        for b in (2 * c, 2 * c + 1):
+            for j in relus:
+                if j > i:
+                    stable = (lowers[j][b] >= 0) | (uppers[j][b] <= 0)
+                    total += int((stable & unstable[j]).sum())
+    return total
+
+
+def install_spec_lp(stats: dict) -> None:
+    """Wrap :func:`exactverify.queries.stages.spec_bounds` so that its bounds get ``spec_lp_tighten``."""
+    from exactverify.queries import stages
+
+    plain = stages.spec_bounds
+
+    def with_spec_lp(query, spec, eps, method, *args, **kwargs):
+        own, row_lower = plain(query, spec, eps, method, *args, **kwargs)
+        live = stages.live_disjuncts(spec, row_lower)
+        if live is None or len(live.disjuncts) != 1:
+            return own, row_lower
+        stats["phase_implications"] = phase_implications(query.region(eps), stages._with_spec_rows(query, spec), own)
+        return spec_lp_tighten(query.network, query.region(eps), own, live.disjuncts[0], stats), row_lower
+
+    stages.spec_bounds = with_spec_lp
+
+
+# ------------------------------------------------------------------ a leaner L1 ball
+def install_lean_l1() -> None:
+    """Wrap the MILP encoder's region so that one-sided pixels of an L1 ball get no epigraph."""
+    import encoders.milp as milp
+    from encoders.milp import region as region_module
+
+    plain = region_module.encode_region_counted
+
+    def lean(backend, region, *, l1="epigraph", distortion=False):
+        if region.norm != "l1" or l1 != "epigraph":
+            return plain(backend, region, l1=l1, distortion=distortion)
+        region_module.check_region(region)
+        lower, upper = region_module._flat(region.lower), region_module._flat(region.upper)
+        x = backend.add_vars(lower, upper, prefix="x")
+        center, eps = region_module._flat(region.center), float(region.eps[0])
+        index, coef, const = [], [], 0.0
+        for i in range(len(x)):
+            if lower[i] >= center[i] and upper[i] > lower[i]:  # |d| = d
+                index.append(int(x[i]))
+                coef.append(1.0)
+                const -= center[i]
+            elif upper[i] <= center[i] and upper[i] > lower[i]:  # |d| = -d
+                index.append(int(x[i]))
+                coef.append(-1.0)
+                const += center[i]
+            elif upper[i] > lower[i]:
+                t = backend.add_var(0.0, max(center[i] - lower[i], upper[i] - center[i]), name=f"abs{i}")
+                backend.add_constraint([t, x[i]], [1.0, -1.0], ">=", -center[i])
+                backend.add_constraint([t, x[i]], [1.0, 1.0], ">=", center[i])
+                index.append(t)
+                coef.append(1.0)
+        if distortion:
+            raise NotImplementedError("l1-lean is for decisions only")
+        if index:
+            backend.add_constraint(index, coef, "<=", eps - const, name="l1_ball")
+        return x, None, 0
+
+    milp.encode_region_counted = lean
+
+
 # ------------------------------------------------------------------ running
 def run_bab(query, eps: float, time_limit: float) -> dict:
     from exactverify.queries.stages import _with_spec_rows
@@ -226,7 +406,11 @@ def run_variant(variant: str, probe: dict, time_limit: float) -> dict:
     if variant == "tighten-2layers":
         from exactverify.bounds import milp as milp_module
         milp_module.TIGHTEN_LAYERS = 2
-    tighten = variant in ("tighten", "priority-tighten", "tighten-2layers")
+    if variant == "spec-lp":
+        install_spec_lp(stats)
+    if variant == "l1-lean":
+        install_lean_l1()
+    tighten = variant in ("tighten", "priority-tighten", "tighten-2layers", "spec-lp", "l1-lean")
     row = decide(query, probe["eps"], 1, time_limit, bounds_method="milp" if tighten else "crown")
     row.update({k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items() if v})
     return row
@@ -268,7 +452,8 @@ def summarise(rows: list[dict], args) -> str:
         for variant in variants:
             r = p.get(variant, {})
             detail = {k: r[k] for k in ("nodes", "domains", "open", "cuts", "unstable_before", "unstable_after",
-                                         "tighten_s", "milp_seconds") if k in r}
+                                         "tighten_s", "spec_lp_s", "spec_lp_moved", "phase_implications",
+                                         "milp_seconds") if k in r}
             cells += [str(r.get("answer", "")), str(r.get("seconds", "")),
                       ", ".join(f"{k} {v}" for k, v in detail.items())]
         lines.append(f"| {image} | {target} | {norm} | {eps:.6g} | " + " | ".join(cells) + " |")
@@ -296,7 +481,7 @@ def main(argv=None) -> int:
             for variant in args.variants:
                 if (probe["image"], probe["target"], probe["norm"], variant) in done:
                     continue
-                if variant == "bab" and probe["norm"] != "linf":
+                if (variant == "bab" and probe["norm"] != "linf") or (variant == "l1-lean" and probe["norm"] != "l1"):
                     continue
                 with ProcessPoolExecutor(1) as pool:  # a fresh process: the variants patch the engine
                     row = {**probe, "variant": variant,
