@@ -15,7 +15,7 @@ from conftest import cached_case
 
 import exactverify as ev
 from exactverify.queries.checks import make_query
-from exactverify.queries.polish import POLISH_MARGIN_HEADROOM, polish
+from exactverify.queries.polish import polish
 from exactverify.queries.stages import accept_point
 
 MARGIN = ev.DEFAULT_MARGIN
@@ -69,8 +69,7 @@ def test_polished_point_lies_between_the_optimum_and_its_piece_minimum(index, no
     for start in starts:
         found = accept_point(query, start, np.inf, "test start")
         assert found.outcome == "not_robust"
-        # polishing asks for the margin plus its headroom (so that the float64 re-check meets the margin)
-        ceiling = piece_minimum(case.network, case.x, norm, case.label, start, domain, MARGIN + POLISH_MARGIN_HEADROOM)
+        ceiling = piece_minimum(case.network, case.x, norm, case.label, start, domain)
         polished = polish(query, found)
         assert polished.outcome == "not_robust" and polished.ir_ok
         dist = oracles.distance(polished.point.reshape(-1), case.x.reshape(-1), norm)

@@ -60,10 +60,6 @@ WIDE_FREE_MAX = 16
 WIDE_TIME_LIMIT = 2.0
 #: Seconds one polish may take in all (every round also stops at the caller's deadline).
 POLISH_BUDGET = 10.0
-#: The polishing LP/MILP asks for the query's margin plus this, so that its point, re-checked in
-#: float64, still beats the other classes by the margin itself (:func:`~.stages.meets_margin`)
-#: despite the solver's feasibility tolerance (SCIP's ``numerics/feastol``, 1e-6).
-POLISH_MARGIN_HEADROOM = 2e-6
 
 
 def pre_activations(query: Query, point: np.ndarray) -> list[np.ndarray | None]:
@@ -166,7 +162,7 @@ def polish(query: Query, finding, *, backend: str = "scip", bounds_method: str =
         values = pre_activations(query, best.point)
         free = nearest_to_switching(net_bounds, values, free_count)
         fixed = pattern_bounds(net_bounds, values, FREE_TOLERANCE, free)
-        spec = satisfied_disjunct(query.spec(query.margin + POLISH_MARGIN_HEADROOM), best.logits)
+        spec = satisfied_disjunct(query.spec(), best.logits)
         solver = make_backend(backend)
         try:
             encoding = encode_query(solver, query.network, region, spec, fixed, distortion=True)
