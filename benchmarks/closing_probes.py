@@ -203,18 +203,10 @@ def install_layer_priorities() -> None:
 def spec_lp_program(network, region, lows: list, ups: list, conj):
     """The LP relaxation of ``network`` on ``region`` (flat float64 bounds ``lows/ups`` per value)
     with the spec's conjunction ``A y <= b`` on the output; the program and each value's columns."""
-    from exactverify.bounds.lp import _add_layer, _Program
+    from exactverify.bounds.lp import _add_layer, _Program, input_columns
 
     prog = _Program()
-    cols = prog.variables(lows[0], ups[0])
-    if region.norm == "l1":  # t >= |x - c|, sum t <= eps (as exactverify.bounds.lp)
-        center, eps = region.center.reshape(-1).numpy(), float(region.eps[0])
-        t = prog.variables(np.zeros(cols.size), np.maximum(np.maximum(center - lows[0], ups[0] - center), 0.0))
-        k = np.arange(cols.size)
-        for sign in (1.0, -1.0):
-            prog.rows(np.concatenate([k, k]), np.concatenate([cols, t]),
-                      np.concatenate([sign * np.ones(k.size), -np.ones(k.size)]), sign * center, equal=False)
-        prog.rows(np.zeros(k.size, dtype=int), t, np.ones(k.size), [eps], equal=False)
+    cols = input_columns(prog, region, lows[0], ups[0])
     columns = [cols]
     for index, layer in enumerate(network.layers):
         cols = _add_layer(prog, layer, network.shapes[index], cols, lows[index], ups[index], lows[index + 1],
@@ -273,17 +265,12 @@ def spec_lp_tighten(network, region, net_bounds, conj, stats: dict):
 
 def phase_implications(region, spec_network, net_bounds) -> int:
     """How many (split neuron, phase, later neuron) triples CROWN makes stable by one split."""
-    import math
-
     import torch
 
     from exactverify.bounds.crown import crown_bounds
     from exactverify.ir import ReLU
-    from exactverify.queries.split import repeat_region
+    from exactverify.queries.split import padded_known, repeat_region
 
-    n = len(net_bounds.network.layers)
-    pads = [torch.full((1, *spec_network.shapes[k]), math.inf, dtype=torch.float64)
-            for k in range(n + 1, len(spec_network.shapes))]
     relus = [i for i, layer in enumerate(spec_network.layers) if isinstance(layer, ReLU)]
     unstable = {i: (net_bounds.lower[i][0] < 0) & (net_bounds.upper[i][0] > 0) for i in relus}
     candidates = [(i, int(k)) for i in relus for k in torch.nonzero(unstable[i].reshape(-1)).reshape(-1)]
@@ -294,8 +281,8 @@ def phase_implications(region, spec_network, net_bounds) -> int:
     for c, (i, k) in enumerate(candidates):
         splits[i].reshape(count, -1)[2 * c, k] = 1.0
         splits[i].reshape(count, -1)[2 * c + 1, k] = -1.0
-    known = ([t.expand(count, *t.shape[1:]) for t in list(net_bounds.lower) + [-p for p in pads]],
-             [t.expand(count, *t.shape[1:]) for t in list(net_bounds.upper) + pads])
+    known = [[t.expand(count, *t.shape[1:]) for t in side]
+             for side in padded_known(spec_network, net_bounds.lower, net_bounds.upper)]
     lowers, uppers = crown_bounds(spec_network, repeat_region(region, count), splits=splits,
                                   known=known)
     total = 0

@@ -33,7 +33,9 @@ def test_the_most_violated_cut_holds_on_every_point_of_the_relu_graph_and_cuts_f
     assert cut_off > 250  # most random fractional points violate some member of the family
 
 
-def _harder_query(seed: int, norm: str, eps: float):
+def _harder_query(seed: int, norm: str, eps: float, round_centre: bool = False):
+    """A targeted query on a random 6-12-12-3 net; ``round_centre`` puts every pixel of the centre
+    on the domain's edge (one-sided pixels, the case ``l1-lean`` changes)."""
     from conftest import harder_net, point_with_gap
 
     import exactverify as ev
@@ -41,6 +43,8 @@ def _harder_query(seed: int, norm: str, eps: float):
 
     network = harder_net(seed, inputs=6, width=12, depth=2, classes=3)
     x = point_with_gap(network, seed)
+    if round_centre:
+        x = np.round(x)
     label = int(np.argmax(network.forward(x[None]).numpy()))
     query = make_query(network, x, norm, (label + 1) % 3, None, (0.0, 1.0), ev.DEFAULT_MARGIN)
     return network, query, query.region(eps)
@@ -53,7 +57,6 @@ def test_spec_lp_bounds_hold_at_every_sampled_point_that_meets_the_spec_and_only
     import torch
 
     from exactverify.bounds import bounds
-    from exactverify.queries.checks import distance
 
     module = load_benchmark("closing_probes")
     narrowed = checked = 0
@@ -78,7 +81,6 @@ def test_spec_lp_bounds_hold_at_every_sampled_point_that_meets_the_spec_and_only
                 inside = (value >= low - 1e-9) & (value <= up + 1e-9)
                 assert bool(inside.reshape(len(points), -1).all(1)[meets].all())
             checked += int(meets.sum())
-            assert all(distance(query, p.numpy()) <= eps + 1e-9 for p in points[:5])
     assert narrowed >= 3 and checked > 100
 
 
@@ -97,11 +99,7 @@ def test_the_lean_l1_ball_decides_like_the_epigraph():
                 module.install_lean_l1()
             for seed in range(8):
                 for eps in (0.2, 0.6, 1.5):
-                    network, query, region = _harder_query(seed, "l1", eps)
-                    # centres on the domain's edge make pixels one-sided, the case the variant changes
-                    query = type(query)(network, np.round(query.x), *[getattr(query, f) for f in (
-                        "label", "target", "norm", "domain", "margin", "model")])
-                    region = query.region(eps)
+                    network, query, region = _harder_query(seed, "l1", eps, round_centre=True)
                     solver = make_backend("scip")
                     milp.encode_query(solver, network, region, query.spec(),
                                       bounds(network, region, method="crown"))

@@ -355,15 +355,14 @@ def lp_bounds(network: Network, region: Region, *, time_limit: float = DEFAULT_T
             [torch.as_tensor(t).reshape(batch, *s).to(device) for t, s in zip(ups, shapes, strict=True)])
 
 
-def _tighten_region(network: Network, region: Region, lows: list[np.ndarray], ups: list[np.ndarray],
-                    targets: set[int], max_neurons, time_limit: float, budget: _Budget, method: str) -> None:
-    """Tighten one region's flat bounds ``lows[i], ups[i]`` in place, value by value."""
-    prog = _Program()
-    cols = prog.variables(lows[0], ups[0])
+def input_columns(prog: _Program, region: Region, low: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """The input variables of one (CPU) region, bounds ``[low, up]``; an L1 ball adds ``t >= |x - c|``
+    and ``sum t <= eps``. Returns the input columns."""
+    cols = prog.variables(low, up)
     if region.norm == "l1":
         center = region.center.reshape(-1).numpy()
         eps = float(region.eps[0])
-        reach = np.maximum(np.maximum(center - lows[0], ups[0] - center), 0.0)
+        reach = np.maximum(np.maximum(center - low, up - center), 0.0)
         t = prog.variables(np.zeros(cols.size), reach)
         k = np.arange(cols.size)
         # x - t <= c,  -x - t <= -c,  sum t <= eps
@@ -372,6 +371,14 @@ def _tighten_region(network: Network, region: Region, lows: list[np.ndarray], up
         prog.rows(np.concatenate([k, k]), np.concatenate([cols, t]),
                   np.concatenate([-np.ones(k.size), -np.ones(k.size)]), -center, equal=False)
         prog.rows(np.zeros(k.size, dtype=int), t, np.ones(k.size), [eps], equal=False)
+    return cols
+
+
+def _tighten_region(network: Network, region: Region, lows: list[np.ndarray], ups: list[np.ndarray],
+                    targets: set[int], max_neurons, time_limit: float, budget: _Budget, method: str) -> None:
+    """Tighten one region's flat bounds ``lows[i], ups[i]`` in place, value by value."""
+    prog = _Program()
+    cols = input_columns(prog, region, lows[0], ups[0])
     count = len(network.layers)
     for index, layer in enumerate(network.layers):
         shape = network.shapes[index]

@@ -253,7 +253,8 @@ def _search(query, norm: str, method: str, tol: float, backend: str, bounds_meth
                 # nothing that bounds the distortion (a point short of the margin, which polishing
                 # could not lift to it within the probe's reach): bisect below the probe as after a timeout
                 ceiling = min(ceiling, probe)
-                last_reason = f"a counterexample at eps={probe:.6g} beats the other classes by less than the margin"
+                last_reason = (f"the counterexample at eps={probe:.6g} gave no point below the upper bound that "
+                               "beats the other classes by the margin")
                 tell()
                 continue
             upper, point = finding.distortion, finding.point

@@ -131,7 +131,7 @@ def satisfied_disjunct(spec: OutputSpec, logits: np.ndarray) -> OutputSpec:
 def polish(query: Query, finding, *, backend: str = "scip", bounds_method: str = "crown",
            history: list[SolveRecord] | None = None, deadline: float | None = None,
            rounds: int = POLISH_ROUNDS, wide: int = WIDE_FREE_MAX):
-    """The smallest re-checked counterexample found by polishing ``finding`` (itself if none is smaller).
+    """The smallest re-checked counterexample found by polishing ``finding`` (itself if none is better).
 
     ``finding`` must be a re-checked counterexample (:class:`~.stages.Finding`, outcome
     ``"not_robust"``); ``deadline`` is a ``time.perf_counter()`` value. Polished points beat

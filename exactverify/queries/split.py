@@ -75,6 +75,14 @@ def repeat_region(region: Region, count: int) -> Region:
     return Region(region.norm, grow(region.lower), grow(region.upper), grow(region.center), grow(region.eps))
 
 
+def padded_known(spec_network: Network, lower, upper) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Bounds ``lower, upper`` (one per value of a prefix of ``spec_network``, batch of one) with
+    infinite bounds appended for the values past that prefix (the spec rows): a ``known`` pair
+    for :func:`~exactverify.bounds.crown.crown_bounds` on ``spec_network``."""
+    pads = [torch.full((1, *shape), math.inf, dtype=torch.float64) for shape in spec_network.shapes[len(lower):]]
+    return list(lower) + [-p for p in pads], list(upper) + pads
+
+
 def split_region(query: Query, spec: OutputSpec, spec_network: Network, region: Region, depth: int,
                  known: BoundsResult | None = None) -> tuple[list[SubDomain], int]:
     """The sub-domains of ``region`` still open after ``depth`` levels of ReLU splits, and how
@@ -85,12 +93,7 @@ def split_region(query: Query, spec: OutputSpec, spec_network: Network, region: 
 
     relus = [i for i, layer in enumerate(spec_network.layers) if isinstance(layer, ReLU)]
     splits = {i: torch.zeros(1, *spec_network.shapes[i], dtype=torch.float64) for i in relus}
-    known_pair = None
-    if known is not None:
-        extra = len(spec_network.layers) - len(query.network.layers)
-        pad = [torch.full((1, *spec_network.shapes[-1 - k]), math.inf, dtype=torch.float64)
-               for k in range(extra - 1, -1, -1)]
-        known_pair = (list(known.lower) + [-p for p in pad], list(known.upper) + pad)
+    known_pair = None if known is None else padded_known(spec_network, known.lower, known.upper)
     closed = 0
     for level in range(depth + 1):
         count = next(iter(splits.values())).shape[0]

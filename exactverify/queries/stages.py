@@ -22,7 +22,7 @@ from ..regions import ball
 from ..specs import Conjunction, OutputSpec
 from .checks import REGION_TOLERANCE, Query, distance, excess, misclassified, project, recheck
 from .results import SolveRecord
-from .split import solve_split, split_depth, split_region, supports_split
+from .split import padded_known, solve_split, split_depth, split_region, supports_split
 
 log = logging.getLogger(__name__)
 
@@ -257,9 +257,8 @@ def spec_bounds(query: Query, spec: OutputSpec, eps: float, method: str,
     n = len(net.layers)
     if method == "milp" and reuse and reuse["eps"] >= eps >= MILP_REUSE_FRACTION * reuse["eps"]:
         tick = time.perf_counter()
-        pads = [torch.full((1, *shape), math.inf, dtype=torch.float64) for shape in full.shapes[n + 1:]]
         plain_low, plain_up = crown_bounds(full, region)  # CROWN on the probe's own region, then both
-        cached_low, cached_up = list(reuse["lower"]) + [-p for p in pads], list(reuse["upper"]) + pads
+        cached_low, cached_up = padded_known(full, reuse["lower"], reuse["upper"])
         known = ([torch.maximum(a, b) for a, b in zip(plain_low, cached_low, strict=True)],
                  [torch.minimum(a, b) for a, b in zip(plain_up, cached_up, strict=True)])
         lowers, uppers = crown_bounds(full, region, known=known)
