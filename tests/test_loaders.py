@@ -70,10 +70,21 @@ def test_sequential_mlp_infers_input_shape_and_matches_torch():
     torch.manual_seed(0)
     module = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 8), nn.Identity(),
                            nn.ReLU(), nn.Linear(8, 3))
-    network = _assert_matches_torch(module, None)
+    with pytest.warns(UserWarning, match=r"module Sequential is in training mode.*Dropout"):
+        network = _assert_matches_torch(module, None)
     assert network.input_shape == (4,)
     assert _kinds(network) == ["Dense", "ReLU", "Dense", "ReLU", "Dense"]
     assert module.training, "load must not switch the caller's module to eval mode"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load(module.eval())  # in eval mode, or in training mode without BatchNorm/Dropout: no warning
+        load(nn.Sequential(nn.Linear(4, 2), nn.ReLU()).train())
+
+
+def test_bare_linear_module_infers_input_shape():
+    torch.manual_seed(0)
+    network = _assert_matches_torch(nn.Linear(5, 3), None)
+    assert network.input_shape == (5,) and _kinds(network) == ["Dense"]
 
 
 def test_conv_maxpool_padding_batchnorm_avgpool_folds_batchnorm():
@@ -85,7 +96,7 @@ def test_conv_maxpool_padding_batchnorm_avgpool_folds_batchnorm():
     )
     _randomise_bn(module[1], 2)
     _randomise_bn(module[7], 3)
-    network = _assert_matches_torch(module, (2, 8, 8))
+    network = _assert_matches_torch(module.eval(), (2, 8, 8))
     assert _kinds(network) == ["Conv2d", "ReLU", "MaxPool2d", "AvgPool2d", "Flatten", "Dense", "ReLU", "Dense"]
     pool = network.layers[2]
     assert pool.kernel == (3, 3) and pool.stride == (2, 2) and pool.padding == (1, 1)
@@ -95,7 +106,7 @@ def test_batchnorm_without_preceding_affine_becomes_elementwise_affine():
     torch.manual_seed(2)
     module = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(48, 2))
     _randomise_bn(module[2], 4)
-    network = _assert_matches_torch(module, (1, 6, 6))
+    network = _assert_matches_torch(module.eval(), (1, 6, 6))
     assert _kinds(network) == ["Conv2d", "ReLU", "ElementwiseAffine", "Flatten", "Dense"]
     assert network.layers[2].scale.shape == (3, 1, 1)
 
@@ -173,7 +184,7 @@ def test_nan_weight_names_the_layer():
 
 
 def test_nan_batchnorm_statistic_names_the_layer():
-    module = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    module = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)).eval()
     module[1].running_var[0] = float("nan")
     with pytest.raises(InvalidInputError, match=r"'_1' \(BatchNorm1d\).*NaN"):
         load(module)

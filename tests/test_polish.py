@@ -160,3 +160,24 @@ def test_nearest_to_switching_marks_the_unstable_neurons_closest_to_zero_relativ
     fixed = pattern_bounds(net_bounds, values, 0.0, masks)
     assert fixed.lower[1][0].tolist() == [0.0, -10.0, 0.5, -1.0]  # neuron 0 pinned active, 1 and 3 free
     assert fixed.upper[1][0].tolist() == [1.0, 10.0, 2.0, 1.0]
+
+
+def test_a_point_short_of_the_margin_is_lifted_from_beyond_the_narrow_polishing_radius(monkeypatch):
+    """Class 1 leads by 1e-4 * x: at x = 1e-3 (distortion 1.001 from the centre -1) it wins by
+    1e-7, short of the margin 1e-5, which it first meets at x = 0.1 (distortion 1.1, beyond
+    ``(1 + RADIUS_SLACK) * 1.001``): only the wider ``SHORT_RADIUS_SLACK`` region reaches it."""
+    import exactverify.queries.polish as polish_module
+    from exactverify.queries.stages import meets_margin
+
+    linear = torch.nn.Linear(1, 2)
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor([[0.0], [1e-4]]))
+        linear.bias.zero_()
+    query = make_query(linear, np.array([-1.0]), "linf", 1, None, None, 1e-5, None)
+    short = accept_point(query, np.array([1e-3]), np.inf, "test start")
+    assert short.outcome == "not_robust" and not meets_margin(query, short)
+    assert 1.1 > (1 + polish_module.RADIUS_SLACK) * short.distortion
+    lifted = polish(query, short)
+    assert meets_margin(query, lifted) and lifted.distortion == pytest.approx(1.1, abs=1e-6)
+    monkeypatch.setattr(polish_module, "SHORT_RADIUS_SLACK", polish_module.RADIUS_SLACK)
+    assert not meets_margin(query, polish(query, short))

@@ -49,7 +49,8 @@ def load(
 ) -> Network:
     """Load ``source`` into a :class:`Network`.
 
-    ``source``: an ``nn.Module`` (traced with torch.fx, eval semantics), a path to a
+    ``source``: an ``nn.Module`` (traced with torch.fx, eval semantics: a module in training
+    mode with BatchNorm or Dropout gets a UserWarning), a path to a
     ``.onnx`` or ``.nnet`` file, an ``onnx.ModelProto``, or a Network (returned as is).
     ``input_shape``: per-sample shape without the batch dimension; needed for modules
     whose first layer is not ``nn.Linear``; for ONNX taken from the graph input.

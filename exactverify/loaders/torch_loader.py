@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import operator
+import warnings
 
 import numpy as np
 import torch
@@ -78,6 +79,7 @@ class _TorchConverter:
 
     def __init__(self, model: nn.Module, input_shape, name: str) -> None:
         self.name = name
+        self.root = model
         try:
             self.graph_module = torch.fx.symbolic_trace(model)
         except Exception as exc:  # noqa: BLE001 - fx raises many types; report them uniformly
@@ -135,6 +137,8 @@ class _TorchConverter:
 
     def _infer_input_size(self) -> int | None:
         """in_features of the first Linear, if only element-wise nodes come before it."""
+        if isinstance(self.root, nn.Linear):  # traced as one F.linear call
+            return int(self.root.in_features)
         for node in self.nodes:
             if self.category[node] != _DATA or node.op == "placeholder":
                 continue
@@ -379,8 +383,15 @@ def from_torch(module: nn.Module, input_shape=None) -> tuple[Network, nn.Module]
     """Translate ``module``; returns the network and the float64 eval copy used as reference."""
     if not isinstance(module, nn.Module):
         raise InvalidInputError(f"source must be an nn.Module, got {type(module).__name__}")
-    reference = copy.deepcopy(module).cpu().double().eval()
     name = type(module).__name__
+    if module.training:
+        moded = sorted({type(m).__name__ for m in module.modules()
+                        if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd))})
+        if moded:
+            warnings.warn(f"module {name} is in training mode; it is verified (and counterexamples are "
+                          f"re-checked) in eval mode, where {', '.join(moded)} behave differently: "
+                          "call .eval() on it to say that is what you mean", UserWarning, stacklevel=3)
+    reference = copy.deepcopy(module).cpu().double().eval()
     converter = _TorchConverter(reference, input_shape, name)
     return converter.convert(), reference
 
