@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import exactverify as ev
 from exactverify import zoo
@@ -70,6 +71,80 @@ def test_model_must_be_a_torch_module(digits):
     network, _, x_test = digits
     with pytest.raises(ev.InvalidInputError, match="model must be a torch nn.Module"):
         ev.verify(network, x_test[0], 0.01, domain=(0.0, 1.0), model="not a model")
+
+
+def test_model_that_does_not_fit_the_network_is_refused_before_any_solve(digits):
+    network, _, x_test = digits
+    wrong_input = torch.nn.Sequential(torch.nn.Linear(65, 10))
+    with pytest.raises(ev.ShapeMismatchError, match=r"model does not accept x of the network's input shape \(64,\)"):
+        ev.verify(network, x_test[0], 0.01, domain=(0.0, 1.0), model=wrong_input)
+    wrong_output = torch.nn.Sequential(torch.nn.Linear(64, 3))
+    with pytest.raises(ev.ShapeMismatchError, match="model gives .*3.* the network has 10 outputs"):
+        ev.minimal_distortion(network, x_test[0], domain=(0.0, 1.0), model=wrong_output)
+
+
+@pytest.mark.parametrize("domain, error, message", [
+    ((0.0, 1.0, 2.0), ev.InvalidInputError, "domain must be a pair"),
+    (1.0, ev.InvalidInputError, "domain must be a pair"),
+    ("0,1", ev.InvalidInputError, "domain must be a pair"),
+    ((np.zeros(3), np.ones(3)), ev.ShapeMismatchError, r"domain low has shape \(3,\)"),
+    ((float("nan"), 1.0), ev.InvalidInputError, "domain low contains NaN"),
+    ((0.0, "one"), ev.InvalidInputError, "domain high must be a number"),
+    ((1.0, 0.0), ev.InvalidInputError, "domain lower bound exceeds upper bound"),
+])
+def test_bad_domains_are_named(digits, domain, error, message):
+    network, _, x_test = digits
+    with pytest.raises(error, match=message):
+        ev.verify(network, x_test[0], 0.01, domain=domain)
+
+
+def test_domains_broadcast_or_come_flat(digits):
+    network, _, x_test = digits
+    grid = make_query(network, x_test[0], "linf", None, None, (np.zeros((1, 64)), 1.0), ev.DEFAULT_MARGIN)
+    flat = make_query(network, x_test[0], "linf", None, None, (np.zeros(64), np.ones(64)), ev.DEFAULT_MARGIN)
+    assert grid.domain[0].shape == flat.domain[0].shape == (64,)
+    assert np.all(grid.domain[1] == 1.0) and np.all(flat.domain[1] == 1.0)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"eps": True}, "eps must be a number, got True"),
+    ({"target": True}, "target=True is not a class index"),
+    ({"label": False}, "label=False is not a class index"),
+    ({"margin": "1e-5"}, "margin must be a number"),
+    ({"attack_first": "no"}, "attack_first must be True or False"),
+    ({"x": ["a"] * 64}, "x must be an array of numbers"),
+    ({"x": np.zeros(64) + 0.5j}, "x must be real"),
+])
+def test_lax_types_are_refused_not_coerced(digits, arguments, message):
+    network, _, x_test = digits
+    call = {"x": x_test[0], "eps": 0.01, "domain": (0.0, 1.0), **arguments}
+    with pytest.raises(ev.InvalidInputError, match=message):
+        ev.verify(network, **call)
+
+
+def test_tol_finer_than_the_solvers_tolerance_is_refused(digits):
+    from exactverify.queries.distortion import MIN_TOL
+
+    network, _, x_test = digits
+    with pytest.raises(ev.InvalidInputError, match="tol must be >= 1e-06"):
+        ev.minimal_distortion(network, x_test[0], domain=(0.0, 1.0), tol=MIN_TOL / 10)
+
+
+def test_bounds_too_large_for_big_m_are_an_input_error_not_a_solver_crash():
+    """Without a domain, eps = 1e20 gives bounds at SCIP's infinity (it used to stop with
+    pyscipopt's "error in input data"); huge weights do the same inside a unit domain."""
+    from encoders.milp.network import MAX_BIG_M
+    from exactverify.ir import Dense, Network, ReLU
+
+    net = Network((1,), (Dense(np.array([[1.0]]), np.array([0.0])), ReLU(),
+                         Dense(np.array([[0.0], [1.0]]), np.array([1e6, 0.0]))))
+    for backend in ("scip", "ortools"):
+        with pytest.raises(ev.InvalidInputError, match=r"bounds\[0\] reach 1e\+20, beyond MAX_BIG_M.*input domain"):
+            ev.verify(net, np.array([0.0]), 1e20, attack_first=False, backend=backend)
+    big = Network((1,), (Dense(np.array([[MAX_BIG_M * 100]]), np.array([0.0])), ReLU(),
+                         Dense(np.array([[0.0], [1.0]]), np.array([1.0, 0.0]))))
+    with pytest.raises(ev.InvalidInputError, match=r"bounds\[1\] reach"):
+        ev.verify(big, np.array([0.2]), 0.5, domain=(0.0, 1.0), attack_first=False)
 
 
 def test_time_limit_bounds_every_stage():

@@ -25,6 +25,11 @@ logger = logging.getLogger(__name__)
 #: a re-checked counterexample lay inside (the padded model, or presolve off, finds it).
 #: Padding only relaxes the model, so "infeasible" stays a proof; 0 turns it off.
 BOUND_PADDING = 1e-7
+#: The largest bound magnitude accepted as a variable bound or big-M constant. SCIP treats
+#: 1e20 as infinity (a bound beyond it stops the model with "error in input data"), and long
+#: before that a big-M times the integrality tolerance (1e-6) swamps the network's values.
+#: Bounds this large come from an eps-ball without an input domain or huge weights.
+MAX_BIG_M = 1e10
 
 
 def flat_bounds(bounds: BoundsResult, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +65,13 @@ def check_bounds(network: Network, bounds: BoundsResult) -> None:
         if tuple(low.shape[1:]) != tuple(shape) or tuple(up.shape) != tuple(low.shape):
             raise ShapeMismatchError(f"bounds[{i}] has shape {tuple(low.shape)}, network value is {shape}")
         if not (bool(low.isfinite().all()) and bool(up.isfinite().all())):
-            raise InvalidInputError(f"bounds[{i}] are not finite; MILP big-M constants need finite bounds")
+            raise InvalidInputError(f"bounds[{i}] are not finite; MILP big-M constants need finite bounds "
+                                    "(give an input domain or a smaller eps)")
+        largest = float(max(low.abs().max(), up.abs().max())) if low.numel() else 0.0
+        if largest > MAX_BIG_M:
+            raise InvalidInputError(
+                f"bounds[{i}] reach {largest:.3g}, beyond MAX_BIG_M = {MAX_BIG_M:g} that a MILP can use as "
+                "big-M constants; give an input domain or a smaller eps (or rescale the network's weights)")
         if bool((low > up).any()):
             raise InvalidInputError(f"bounds[{i}] has lower > upper (empty region or unsound bounds)")
 

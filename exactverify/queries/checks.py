@@ -85,6 +85,9 @@ def as_network(network) -> tuple[Network, torch.nn.Module | None]:
 
 
 def check_eps(eps, name: str = "eps") -> float:
+    """``eps`` (or the parameter ``name``) as a finite float >= 0; bools and strings are refused."""
+    if isinstance(eps, (bool, str, bytes)):
+        raise InvalidInputError(f"{name} must be a number, got {eps!r}")
     try:
         value = float(eps)
     except (TypeError, ValueError) as exc:
@@ -101,6 +104,81 @@ def check_threads(threads) -> int:
     return threads
 
 
+def check_flag(value, name: str) -> bool:
+    """A boolean option: ``attack_first="no"`` would otherwise count as true."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidInputError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def as_point(x, input_shape: tuple[int, ...]) -> np.ndarray:
+    """``x`` as a finite float64 array of the network's input shape (given in that shape or flat)."""
+    raw = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
+    if np.iscomplexobj(raw):
+        raise InvalidInputError("x must be real; it has complex values")
+    try:
+        point = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"x must be an array of numbers, got {type(x).__name__} ({exc})") from exc
+    size = int(np.prod(input_shape))
+    if point.size != size:
+        raise ShapeMismatchError(
+            f"x has shape {point.shape} ({point.size} values); the network's input shape is {input_shape}"
+        )
+    point = point.reshape(input_shape)
+    if not np.all(np.isfinite(point)):
+        raise InvalidInputError("x contains NaN or infinite values")
+    return point
+
+
+def check_domain(domain, input_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``domain = (low, high)``, each a number or an array broadcasting to the input shape (or flat), as two
+    float64 arrays of the input shape; no NaN, ``low <= high`` (infinite ends are allowed)."""
+    if isinstance(domain, (str, bytes)) or not hasattr(domain, "__len__") or len(domain) != 2:
+        raise InvalidInputError(f"domain must be a pair (low, high) of numbers or arrays, got {domain!r}")
+    ends = []
+    for name, end in zip(("low", "high"), domain, strict=True):
+        if isinstance(end, (bool, str, bytes)):
+            raise InvalidInputError(f"domain {name} must be a number or an array, got {end!r}")
+        try:
+            value = np.asarray(end.detach().cpu().numpy() if isinstance(end, torch.Tensor) else end, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"domain {name} must be a number or an array, got {end!r}") from exc
+        try:
+            value = np.broadcast_to(value, input_shape)
+        except ValueError:
+            if value.size != int(np.prod(input_shape)):  # a flat array of the input size is fine too
+                raise ShapeMismatchError(f"domain {name} has shape {value.shape}; it must be a number or "
+                                         f"broadcast to the network's input shape {input_shape}") from None
+            value = value.reshape(input_shape)
+        if np.any(np.isnan(value)):
+            raise InvalidInputError(f"domain {name} contains NaN")
+        ends.append(value.copy())
+    if np.any(ends[0] > ends[1]):
+        raise InvalidInputError("domain lower bound exceeds upper bound")
+    return ends[0], ends[1]
+
+
+def check_model(model: torch.nn.Module, network: Network, point: np.ndarray) -> None:
+    """The user's re-check model must take ``x`` in the network's input shape and give its logits."""
+    param = next(model.parameters(), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = model(torch.as_tensor(point, dtype=dtype, device=device)[None])
+    except Exception as exc:  # noqa: BLE001 - any failure means the model does not fit the network
+        raise ShapeMismatchError(f"model does not accept x of the network's input shape {network.input_shape} "
+                                 f"with a batch dimension ({type(exc).__name__}: {exc})") from exc
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.numel() != network.output_size:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ShapeMismatchError(f"model gives {shape} for one input; the network has {network.output_size} outputs")
+
+
 def make_query(network, x, norm: str, target, label, domain, margin: float, model=None) -> Query:
     """Validate the arguments shared by every query entry point.
 
@@ -115,23 +193,12 @@ def make_query(network, x, norm: str, target, label, domain, margin: float, mode
     if not net.piecewise_linear:
         kinds = sorted({layer.kind for layer in net.layers if not layer.piecewise_linear})
         raise InvalidInputError(f"exact queries need a piecewise-linear network; it contains {kinds}")
-    point = np.asarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
-    if point.size != net.input_size:
-        raise ShapeMismatchError(
-            f"x has shape {point.shape} ({point.size} values); the network's input shape is {net.input_shape}"
-        )
-    point = point.reshape(net.input_shape)
-    if not np.all(np.isfinite(point)):
-        raise InvalidInputError("x contains NaN or infinite values")
-    if not (math.isfinite(margin) and margin >= 0):
-        raise InvalidInputError(f"margin must be finite and >= 0, got {margin}")
+    point = as_point(x, net.input_shape)
+    margin = check_eps(margin, "margin")
     if domain is None:
         domain = net.input_domain
     if domain is not None:
-        low = np.broadcast_to(np.asarray(domain[0], dtype=np.float64), net.input_shape)
-        high = np.broadcast_to(np.asarray(domain[1], dtype=np.float64), net.input_shape)
-        if np.any(low > high):
-            raise InvalidInputError("domain lower bound exceeds upper bound")
+        low, high = check_domain(domain, net.input_shape)
         outside = (point < low - DOMAIN_TOLERANCE) | (point > high + DOMAIN_TOLERANCE)
         if np.any(outside):
             i = int(np.flatnonzero(outside.reshape(-1))[0])
@@ -140,15 +207,17 @@ def make_query(network, x, norm: str, target, label, domain, margin: float, mode
                 f"[{low.reshape(-1)[i]:.6g}, {high.reshape(-1)[i]:.6g}] ({int(outside.sum())} of {point.size} "
                 "coordinates outside; the domain argument, --domain on the command line, changes it)")
         point = np.clip(point, low, high)
-        domain = (low.copy(), high.copy())
+        domain = (low, high)
+    if model is not None:
+        check_model(model, net, point)
     logits = net.forward(torch.as_tensor(point)[None]).reshape(-1)
     n = logits.numel()
     if label is None:
         label = int(torch.argmax(logits))
-    elif not (isinstance(label, (int, np.integer)) and 0 <= int(label) < n):
+    elif isinstance(label, bool) or not (isinstance(label, (int, np.integer)) and 0 <= int(label) < n):
         raise InvalidInputError(f"label={label!r} is not a class index in [0, {n})")
     if target is not None:
-        if not (isinstance(target, (int, np.integer)) and 0 <= int(target) < n):
+        if isinstance(target, bool) or not (isinstance(target, (int, np.integer)) and 0 <= int(target) < n):
             raise InvalidInputError(f"target={target!r} is not a class index in [0, {n})")
         if int(target) == int(label):
             raise InvalidInputError(f"target={target} equals the label; a targeted query needs another class")

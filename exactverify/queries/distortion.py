@@ -43,6 +43,10 @@ CERTIFY_LEVELS = 32
 #: Without an input domain, the largest radius the search considers.
 UNBOUNDED_RADIUS = 1e3
 METHODS = ("bisection", "direct")
+#: The finest ``tol`` accepted: the solvers decide the eps-ball constraints up to their
+#: feasibility tolerance (1e-6 for SCIP and OR-Tools), so a finer bracket means nothing, and
+#: below float resolution the closing probe ``upper - tol`` would be ``upper`` itself.
+MIN_TOL = 1e-6
 #: The first probe below a (polished) upper bound is ``upper - CLOSING_STEP_FACTOR * tol``
 #: (just inside ``tol``, so that one robust answer there ends the search despite rounding).
 CLOSING_STEP_FACTOR = 0.99
@@ -90,8 +94,8 @@ def minimal_distortion(network, x, norm: str = "linf", target: int | None = None
         raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")
     tol = check_eps(tol, "tol")
     threads = check_threads(threads)
-    if tol == 0:
-        raise InvalidInputError("tol must be > 0")
+    if tol < MIN_TOL:
+        raise InvalidInputError(f"tol must be >= {MIN_TOL:g} (the solvers' feasibility tolerance), got {tol!r}")
     if progress is not None and not callable(progress):
         raise InvalidInputError(f"progress must be a callable (lower, upper, last_step), got {type(progress).__name__}")
     time_limit = check_options(backend, bounds_method, time_limit)

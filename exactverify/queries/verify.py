@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from ..errors import Interrupted, InvalidInputError
 from ..specs import DEFAULT_MARGIN
-from .checks import BACKENDS, BOUND_METHODS, check_eps, check_threads, make_query
+from .checks import BACKENDS, BOUND_METHODS, check_eps, check_flag, check_threads, make_query
 from .results import ReportingHistory, SolveRecord, Verdict, VerdictStatus
 from .stages import ATTACK_TIME_SHARE, Finding, accept_point, attack, solve_exact
 
@@ -46,6 +46,7 @@ def verify(network, x, eps, norm: str = "linf", target: int | None = None, *, la
     start = time.perf_counter()
     eps = check_eps(eps)
     threads = check_threads(threads)
+    attack_first = check_flag(attack_first, "attack_first")
     time_limit = check_options(backend, bounds_method, time_limit)
     if progress is not None and not callable(progress):
         raise InvalidInputError(f"progress must be a callable taking a SolveRecord, got {type(progress).__name__}")
