@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -38,11 +39,16 @@ def parse_point(text: str) -> np.ndarray:
         raise InvalidInputError(f"--input: no such file {text!r}")
     try:
         if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False)
+            array = np.load(path, allow_pickle=False)
+            if array.dtype.kind in "biuf":
+                return array
+            raise InvalidInputError(f"--input {text!r}: the .npy array has dtype {array.dtype}, expected numbers")
         if _is_file(path):
             return np.loadtxt(path, delimiter="," if "," in path.read_text() else None, ndmin=1)
         if "," in text or _is_number(text):
             return np.array([float(v) for v in text.split(",")], dtype=np.float64)
+    except InvalidInputError:
+        raise
     except ValueError as exc:
         raise InvalidInputError(f"--input {text!r}: not a list of numbers ({exc})") from exc
     raise InvalidInputError(f"--input: {text!r} is neither a file nor comma-separated numbers")
@@ -69,8 +75,86 @@ def _input(args) -> np.ndarray:
     if args.digits_index is not None:
         from .zoo import load_digits_data
 
-        return load_digits_data()[2][args.digits_index]
+        images = load_digits_data()[2]
+        if not 0 <= args.digits_index < len(images):
+            raise InvalidInputError(f"--digits-index must be in 0..{len(images) - 1} (the bundled digits' test "
+                                    f"images), got {args.digits_index}")
+        return images[args.digits_index]
     raise ExactVerifyError("give --input (a .npy or text file, or comma-separated numbers) or --digits-index K")
+
+
+#: Output-file flags (argparse dest -> flag); their folders are made before anything runs.
+OUTPUT_FLAGS = {"json_out": "--json", "out": "--out", "store": "--store"}
+
+
+def prepare_output(path: str | None, flag: str) -> None:
+    """Make the folder of an output file up front, as the stores do, so that a path that cannot
+    be written fails before a long query runs, with a message naming ``flag``."""
+    if path is None or path == "-":
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise InvalidInputError(f"{flag} {path!r} is a directory, not a file")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInputError(f"{flag} {path!r}: cannot create its folder {str(target.parent)!r} "
+                                f"({exc.strerror or exc})") from exc
+    if not os.access(target.parent, os.W_OK):
+        raise InvalidInputError(f"{flag} {path!r}: its folder {str(target.parent)!r} is not writable")
+
+
+def check_device(text: str, flag: str = "--device") -> str:
+    """A torch device this machine has (``cpu``, ``cuda``, ``cuda:1``, ...), else a clear error."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidInputError(f"{flag} {text!r} is not a torch device (e.g. cpu, cuda, cuda:0)") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidInputError(f"{flag} {text!r}: CUDA is not available to this torch {torch.__version__} "
+                                    "(use --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InvalidInputError(f"{flag} {text!r}: only {torch.cuda.device_count()} CUDA device(s), "
+                                    f"indices 0..{torch.cuda.device_count() - 1}")
+    elif device.type != "cpu":
+        try:
+            torch.empty(0, device=device)
+        except (RuntimeError, AssertionError) as exc:
+            raise InvalidInputError(f"{flag} {text!r}: torch {torch.__version__} cannot use this device "
+                                    "(use --device cpu or cuda)") from exc
+    return text
+
+
+def _check_generative_spec(spec: str, flag: str) -> None:
+    """``DATASET:NAME`` specs must name a known dataset (a path is checked when it is loaded)."""
+    from .generative.models import DATASETS
+
+    dataset, colon, _ = spec.partition(":")
+    if (colon and dataset not in DATASETS and not Path(spec).exists()
+            and Path(spec).suffix.lower() not in (".onnx", ".nnet")):
+        raise InvalidInputError(f"{flag} {spec!r}: unknown dataset {dataset!r}; known: {', '.join(DATASETS)} "
+                                "(or give a .onnx / .nnet path)")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Checks made before any command runs: devices, generative model names, the demo's image
+    count, then the output files' folders (made here, as the stores make theirs)."""
+    if args.command in ("global-robustness", "global-correctness"):
+        check_device(args.device)
+        _check_generative_spec(args.generator, "--generator")
+        _check_generative_spec(args.classifier, "--classifier")
+    if args.command == "demo":
+        from .demo import check_images
+
+        check_images(args.images, "--images")
+    summary = args.command == "campaign" and args.campaign_command == "summary"  # its store is an input
+    for dest, flag in OUTPUT_FLAGS.items():
+        value = getattr(args, dest, None)
+        if isinstance(value, str) and not (summary and dest == "store"):
+            prepare_output(value, flag)
 
 
 def describe_step(step) -> str:
@@ -172,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     try:
+        check_arguments(args)
         if args.command == "vnncomp":
             from .vnncomp.cli import handle_vnncomp
 

@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from .attacks import pgd_min_distortion
+from .errors import InvalidInputError
 from .loaders import load
 from .queries import minimal_distortion
 from .specs import DEFAULT_MARGIN, class_wins
@@ -44,15 +45,34 @@ def _pgd_distortions(network, x: np.ndarray, label: int, targets: list[int], nor
     return best.tolist()
 
 
+def correct_test_images(network=None) -> list[int]:
+    """Indices of the bundled digits' test images the demo network classifies correctly."""
+    network = load(digits_network(), input_shape=(64,)) if network is None else network
+    _, _, x_test, y_test = load_digits_data()
+    predictions = network.forward(torch.as_tensor(x_test)).argmax(1).numpy()
+    return [i for i in range(len(x_test)) if predictions[i] == y_test[i]]
+
+
+def check_images(images, name: str = "images") -> int:
+    """``images`` must be an int in 1..(correctly classified test images); ``name`` is used in errors."""
+    if isinstance(images, bool) or not isinstance(images, (int, np.integer)):
+        raise InvalidInputError(f"{name} must be an int, got {images!r}")
+    available = len(correct_test_images())
+    if not 1 <= images <= available:
+        raise InvalidInputError(f"{name} must be in 1..{available} (the correctly classified test images), "
+                                f"got {images}")
+    return int(images)
+
+
 def run_demo(images: int = 3, out: str | Path = "demo.png", json_path: str | Path | None = "demo.json",
              backend: str = "scip", time_limit: float = 60.0, tol: float = 1e-3, norms=("linf", "l1"),
              quiet: bool = False) -> list[dict]:
     """Run the demo; returns one row per (image, target, norm) query."""
+    images = check_images(images)
     module = digits_network()
     network = load(module, input_shape=(64,))
     _, _, x_test, y_test = load_digits_data()
-    predictions = network.forward(torch.as_tensor(x_test)).argmax(1).numpy()
-    chosen = [i for i in range(len(x_test)) if predictions[i] == y_test[i]][:images]
+    chosen = correct_test_images(network)[:images]
     rows: list[dict] = []
     jobs = [(i, t, norm) for i in chosen for norm in norms for t in range(10) if t != y_test[i]]
     pgd_cache = {}

@@ -405,3 +405,32 @@ def test_replace_is_atomic_and_needs_a_stored_id(tmp_path):
         opened.append({"id": "c", "value": 5})
     assert [(r["id"], r["value"]) for r in load_results(store)] == [("b", 2), ("a", 3), ("c", 5)]
     assert not (tmp_path / "store.jsonl.tmp").exists()
+
+
+def test_command_line_refuses_missing_queries_and_stores(tmp_path, capsys):
+    from exactverify.cli import main
+
+    store = tmp_path / "store.jsonl"
+    assert main(["campaign", "run", str(tmp_path / "missing.jsonl"), "--store", str(store), "--quiet"]) == 2
+    assert f"queries file {str(tmp_path / 'missing.jsonl')!r} does not exist" in capsys.readouterr().err
+    assert main(["campaign", "summary", str(tmp_path / "missing_store.jsonl")]) == 2  # was "(no records)", 0
+    assert f"store {str(tmp_path / 'missing_store.jsonl')!r} does not exist" in capsys.readouterr().err
+
+
+def test_command_line_refuses_unknown_query_keys_before_running(tmp_path, capsys):
+    from exactverify.campaign.tasks import distortion as distortion_task
+    from exactverify.cli import main
+
+    store = tmp_path / "store.jsonl"
+    # a misspelled "target" used to run an untargeted query and store it as optimal
+    queries = tmp_path / "typo.jsonl"
+    queries.write_text(json.dumps({"id": "typo", "model": "digits", "digits_index": 0, "tagret": 1}) + "\n")
+    assert main(["campaign", "run", str(queries), "--store", str(store), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "query 1 of" in err and "unknown key(s) 'tagret' for a distortion query" in err
+    assert "valid keys: id, model, x, digits_index" in err and "target" in err
+    assert not store.exists()  # refused before anything ran
+    with pytest.raises(InvalidInputError, match="unknown key.*'eps'"):
+        distortion_task({"model": "digits", "digits_index": 0, "eps": 0.1})
+    with pytest.raises(InvalidInputError, match=r"'digits_index' must be an int in 0\.\.359, got -1"):
+        distortion_task({"model": "digits", "digits_index": -1})

@@ -169,3 +169,77 @@ def test_milp_bounds_give_the_same_optimum_as_crown(tmp_path):
     crown, milp = results["crown"], results["milp"]
     assert max(crown["lower"], milp["lower"]) <= min(crown["upper"], milp["upper"]) + 1e-9, (crown, milp)
     assert any("milp (" in step["raw_status"] for step in milp["history"] if step["stage"] == "bounds")
+
+
+def test_digits_index_out_of_range_or_negative_names_the_flag_and_range(capsys):
+    for index in ("99999", "-1"):  # -1 used to pick the last test image silently
+        assert main(["verify", "digits", "--digits-index", index, "--eps", "0.01", "--quiet"]) == 2
+        assert f"--digits-index must be in 0..359 (the bundled digits' test images), got {index}" in \
+            capsys.readouterr().err
+
+
+def test_npy_input_of_strings_names_the_flag_and_dtype(tmp_path, capsys):
+    strings = tmp_path / "x.npy"
+    np.save(strings, np.array(["a", "b"]))
+    assert main(["verify", "digits", "--input", str(strings), "--eps", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "--input" in err and "dtype <U1, expected numbers" in err and "not a list of numbers" not in err
+
+
+def test_output_folders_are_made_or_refused_before_the_query_runs(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "new" / "folder" / "v.json"
+    assert main(["verify", "digits", "--digits-index", "0", "--eps", "0.001", "--quiet", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["status"] == "robust"
+
+    def never(*args, **kwargs):
+        raise AssertionError("the query ran before its output path was checked")
+
+    monkeypatch.setattr("exactverify.queries.verify", never)
+    monkeypatch.setattr("exactverify.queries.minimal_distortion", never)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for command in (["verify", "--eps", "0.1"], ["distortion"]):
+        argv = [command[0], "digits", "--digits-index", "0", *command[1:], "--json", str(blocker / "out.json")]
+        assert main(argv) == 2
+        assert f"--json '{blocker / 'out.json'}': cannot create its folder" in capsys.readouterr().err
+    assert main(["verify", "digits", "--digits-index", "0", "--eps", "0.1", "--json", str(tmp_path)]) == 2
+    assert "is a directory, not a file" in capsys.readouterr().err
+
+
+def test_demo_image_count_is_checked_before_anything_runs(tmp_path, monkeypatch, capsys):
+    from exactverify.demo import correct_test_images, run_demo
+
+    def never(*args, **kwargs):
+        raise AssertionError("the demo ran")
+
+    monkeypatch.setattr("exactverify.demo.run_demo", never)
+    available = len(correct_test_images())
+    for images in ("-2", "0", str(available + 1)):  # -2 used to run all but two test images
+        argv = ["demo", "--images", images, "--out", str(tmp_path / "d.png"), "--json", str(tmp_path / "d.json")]
+        assert main(argv) == 2
+        assert f"--images must be in 1..{available} (the correctly classified test images), got {images}" in \
+            capsys.readouterr().err
+    with pytest.raises(ev.InvalidInputError, match=rf"images must be in 1\.\.{available}"):
+        run_demo(0, out=None, json_path=None)
+
+
+def test_global_commands_check_the_device_flag(capsys):
+    base = ["global-correctness", "--classifier", "digits8:small", "--label", "3", "--samples", "5"]
+    assert main([*base, "--generator", "digits8:3", "--device", "banana"]) == 2
+    assert "--device 'banana' is not a torch device" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*base, "--generator", "digits8:3", "--device", "cuda"]) == 2
+        assert "--device 'cuda': CUDA is not available" in capsys.readouterr().err
+
+
+def test_global_commands_name_unknown_datasets_and_untrained_weights(monkeypatch, tmp_path, capsys):
+    base = ["global-correctness", "--classifier", "digits8:small", "--label", "3", "--samples", "5"]
+    assert main([*base, "--generator", "cifar:3"]) == 2
+    assert "--generator 'cifar:3': unknown dataset 'cifar'; known: mnist, digits8" in capsys.readouterr().err
+    # weights that were never trained: the loader's message, without a traceback
+    monkeypatch.setattr("exactverify.generative.models.DEFAULT_MODELS_DIR", tmp_path)
+    assert main(["global-robustness", "--generator", "mnist:3", "--classifier", "mnist:small", "--label", "3",
+                 "--eps", "0.05", "--samples", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("exactverify: error: weights of the mnist generator of digit 3 are missing")
+    assert "train_generative.py generators --digits 3" in err

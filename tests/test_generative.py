@@ -255,3 +255,13 @@ def test_mnist_small_classifier_accuracy_matches_its_sidecar():
     _, _, x_test, y_test = zoo.load_mnist()
     info = gm.classifier_info("small")
     assert abs(accuracy(c, x_test, y_test) - info["test_accuracy"]) <= 5 / len(y_test)
+
+
+def test_missing_weights_are_an_exactverify_error_and_still_a_file_not_found_error(tmp_path):
+    from exactverify.errors import ExactVerifyError
+
+    with pytest.raises(ExactVerifyError, match="missing at") as caught:
+        gm.load_generator(3, root=tmp_path)
+    assert isinstance(caught.value, FileNotFoundError)
+    with pytest.raises(ExactVerifyError, match="missing at"):
+        gm.classifier_info("small", root=tmp_path)

@@ -326,3 +326,41 @@ def test_strict_violation_milp_never_proves(onnx_path):
         live = torch.zeros_like(refuted[0])  # hand every disjunct to the MILP
         assert search.milp(low[0], high[0], result, 0, live, margin=margin) == expected
     assert solve_module.SAT_SEARCH_MARGIN > 0
+
+
+def test_cli_refuses_non_onnx_models_before_loading_them(tmp_path, capsys):
+    from exactverify.cli import main
+
+    nnet = tmp_path / "tiny.nnet"  # exactverify loads .nnet, but counterexamples are re-checked by onnxruntime
+    nnet.write_text("// not read: refused by its suffix\n")
+    prop = str(DATA / "box_sat.vnnlib")
+    assert main(["vnncomp", str(nnet), prop, "--timeout", "10"]) == 2
+    assert f"MODEL {str(nnet)!r} is not an .onnx file" in capsys.readouterr().err
+    with pytest.raises(InvalidInputError, match="is not an .onnx file"):
+        solve_instance(nnet, prop, timeout=5)
+
+
+def test_cli_and_solver_refuse_unbounded_timeouts(onnx_path, tmp_path, capsys):
+    from exactverify.cli import main
+
+    prop = str(DATA / "box_sat.vnnlib")
+    for timeout in ("inf", "nan", "0"):
+        assert main(["vnncomp", onnx_path, prop, "--timeout", timeout]) == 2
+        assert "--timeout must be a finite number of seconds > 0" in capsys.readouterr().err
+    with pytest.raises(InvalidInputError, match="finite positive"):
+        solve_instance(onnx_path, prop, timeout=float("inf"))
+    instances = tmp_path / "instances.csv"
+    instances.write_text(f"{onnx_path},{prop},inf\n")
+    from exactverify.vnncomp.instances import read_instances
+
+    with pytest.raises(InvalidInputError, match="instances.csv:1: timeout 'inf'"):
+        read_instances(instances)
+
+
+def test_cli_makes_the_result_files_folder_before_solving(onnx_path, tmp_path):
+    from exactverify.cli import main
+
+    out, full = tmp_path / "new" / "result.txt", tmp_path / "other" / "result.json"
+    assert main(["vnncomp", onnx_path, str(DATA / "box_unsat.vnnlib"), "--timeout", "20", "--out", str(out),
+                 "--json", str(full)]) == 0
+    assert out.read_text() == "unsat\n" and '"verdict": "unsat"' in full.read_text()

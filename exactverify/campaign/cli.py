@@ -22,6 +22,7 @@ from .runner import (
 )
 from .store import load_results
 from .summary import format_table, results_table
+from .tasks import check_query
 
 TASKS = {"distortion": "exactverify.campaign.tasks:distortion", "verify": "exactverify.campaign.tasks:verify"}
 
@@ -57,6 +58,8 @@ def add_campaign_parser(sub) -> argparse.ArgumentParser:
 
 def read_queries(path: str | Path) -> list[dict]:
     """Queries from a JSON list or a JSONL file."""
+    if not Path(path).is_file():
+        raise InvalidInputError(f"queries file {str(path)!r} does not exist (or is not a file)")
     text = Path(path).read_text()
     stripped = text.lstrip()
     try:
@@ -70,12 +73,17 @@ def read_queries(path: str | Path) -> list[dict]:
 def handle_campaign(args: argparse.Namespace) -> int:
     """Run the ``campaign`` command; returns the exit status (130 when interrupted)."""
     if args.campaign_command == "summary":
+        if not Path(args.store).is_file():
+            raise InvalidInputError(f"store {args.store!r} does not exist (or is not a file)")
         rows = results_table(load_results(args.store), by=args.by)
         print(json.dumps(rows, indent=1) if args.json_out else format_table(rows))
         return 0
     if args.extend_unknown and args.time_limit is None:
         raise InvalidInputError("--extend-unknown needs --time-limit (the longer limit to rerun unknown queries with)")
     queries = read_queries(args.queries)
+    if args.worker is None and isinstance(queries, list):  # a built-in task: refuse unknown keys before running
+        for index, query in enumerate(queries):
+            check_query(query, args.task, f"query {index + 1} of {args.queries}")
     run_options = {"threads": check_threads(args.threads)} if args.threads != 1 else None
     try:
         records = run_campaign(

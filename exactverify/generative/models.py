@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import InvalidInputError, LoadMismatchError
+from ..errors import ExactVerifyError, InvalidInputError, LoadMismatchError
 
 #: Latent dimension of the MNIST generators (z ~ N(0, I_10)).
 LATENT_DIM = 10
@@ -135,10 +135,14 @@ def models_dir(dataset: str = "mnist", root: str | os.PathLike | None = None) ->
     return PACKAGE_DATA_DIR if _check_dataset(dataset) == "digits8" else DEFAULT_MODELS_DIR
 
 
+class MissingWeightsError(ExactVerifyError, FileNotFoundError):
+    """The weights (or sidecar) of a built-in generative model are not there; says how to train them."""
+
+
 def _weights_path(name: str, dataset: str, root, what: str, train_args: str) -> Path:
     path = models_dir(dataset, root) / name
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingWeightsError(
             f"weights of the {dataset} {what} are missing at {path}; "
             f"run `python {TRAIN_SCRIPT} {train_args}`"
         )
@@ -176,7 +180,7 @@ def load_classifier(capacity: str, augmented: bool = False, dataset: str = "mnis
 def _sidecar(name: str, dataset: str, root, what: str, train_args: str) -> dict:
     path = _weights_path(name, dataset, root, what, train_args).with_suffix(".json")
     if not path.is_file():
-        raise FileNotFoundError(f"sidecar of the {dataset} {what} is missing at {path}")
+        raise MissingWeightsError(f"sidecar of the {dataset} {what} is missing at {path}")
     return json.loads(path.read_text())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -34,6 +35,9 @@ def read_instances(csv_path: str | Path, *, timeout_scale: float = 1.0, max_time
                 raise InvalidInputError(f"{path.name}:{number}: timeout {timeout!r} is not a number") from exc
             if max_timeout is not None:
                 limit = min(limit, float(max_timeout))
+            if not 0 < limit < math.inf:
+                raise InvalidInputError(f"{path.name}:{number}: timeout {timeout!r} (scaled and capped: {limit!r}) "
+                                        "must be a finite number of seconds > 0")
             queries.append({"id": f"{name}/{Path(onnx).name}/{Path(vnnlib).name}", "benchmark": name,
                             "onnx": str((path.parent / onnx).resolve()),
                             "vnnlib": str((path.parent / vnnlib).resolve()),

@@ -31,6 +31,7 @@ check makes its box "unknown". "unsat" needs every box of every sub-problem prov
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -494,10 +495,13 @@ def _validate(onnx_path, vnnlib_path, timeout) -> tuple[str, Path, float]:
     path = Path(onnx_path)
     if not path.is_file():
         raise InvalidInputError(f"onnx_path {str(onnx_path)!r} is not a file")
+    if path.suffix.lower() != ".onnx":
+        raise InvalidInputError(f"onnx_path {str(onnx_path)!r} is not an .onnx file: counterexamples are "
+                                "re-checked with onnxruntime on the model file itself")
     if not Path(vnnlib_path).is_file():
         raise InvalidInputError(f"vnnlib_path {str(vnnlib_path)!r} is not a file")
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise InvalidInputError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        raise InvalidInputError(f"timeout must be a finite positive number of seconds, got {timeout!r}")
     return str(path), Path(vnnlib_path), float(timeout)
 
 
