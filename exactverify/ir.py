@@ -38,16 +38,17 @@ def _frozen_array(value, name: str, ndim: int | None = None) -> np.ndarray:
     return array
 
 
-def _pair(value, name: str) -> tuple[int, int]:
-    if isinstance(value, int):
-        pair = (value, value)
-    else:
-        pair = tuple(int(v) for v in value)
+def _pair(value, name: str, minimum: int | None = None) -> tuple[int, int]:
+    """``value`` (an int or a pair of ints) as a pair, each entry at least ``minimum`` if given."""
+    try:
+        pair = (int(value),) * 2 if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{name} must be an int or a pair of ints, got {value!r}") from exc
     if len(pair) != 2:
         raise InvalidInputError(f"{name} must be an int or a pair, got {value!r}")
+    if minimum is not None and min(pair) < minimum:
+        raise InvalidInputError(f"{name} must be >= {minimum}, got {value!r}")
     return pair  # type: ignore[return-value]
-
-
 
 
 class Layer:
@@ -130,9 +131,14 @@ class Conv2d(Layer):
                 f"Conv2d.bias has {bias.shape[0]} entries but weight has {self.weight.shape[0]} channels"
             )
         object.__setattr__(self, "bias", bias)
-        object.__setattr__(self, "stride", _pair(self.stride, "Conv2d.stride"))
-        object.__setattr__(self, "padding", _pair(self.padding, "Conv2d.padding"))
-        object.__setattr__(self, "dilation", _pair(self.dilation, "Conv2d.dilation"))
+        if min(self.weight.shape) < 1:
+            raise InvalidInputError(f"Conv2d.weight must have a kernel of at least 1x1 and at least one "
+                                    f"channel, got shape {self.weight.shape}")
+        object.__setattr__(self, "stride", _pair(self.stride, "Conv2d.stride", 1))
+        object.__setattr__(self, "padding", _pair(self.padding, "Conv2d.padding", 0))
+        object.__setattr__(self, "dilation", _pair(self.dilation, "Conv2d.dilation", 1))
+        if isinstance(self.groups, bool) or not isinstance(self.groups, (int, np.integer)):
+            raise InvalidInputError(f"Conv2d.groups must be an int, got {self.groups!r}")
         if self.groups < 1 or self.weight.shape[0] % self.groups:
             raise InvalidInputError(f"Conv2d.groups={self.groups} does not divide the output channels")
 
@@ -320,10 +326,10 @@ class MaxPool2d(Layer):
     padding: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kernel", _pair(self.kernel, "MaxPool2d.kernel"))
-        stride = self.kernel if self.stride is None else _pair(self.stride, "MaxPool2d.stride")
+        object.__setattr__(self, "kernel", _pair(self.kernel, "MaxPool2d.kernel", 1))
+        stride = self.kernel if self.stride is None else _pair(self.stride, "MaxPool2d.stride", 1)
         object.__setattr__(self, "stride", stride)
-        object.__setattr__(self, "padding", _pair(self.padding, "MaxPool2d.padding"))
+        object.__setattr__(self, "padding", _pair(self.padding, "MaxPool2d.padding", 0))
         if any(2 * p > k for p, k in zip(self.padding, self.kernel, strict=True)):
             raise InvalidInputError("MaxPool2d.padding must be at most half the kernel size")
 
@@ -368,10 +374,10 @@ class AvgPool2d(Layer):
     affine: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kernel", _pair(self.kernel, "AvgPool2d.kernel"))
-        stride = self.kernel if self.stride is None else _pair(self.stride, "AvgPool2d.stride")
+        object.__setattr__(self, "kernel", _pair(self.kernel, "AvgPool2d.kernel", 1))
+        stride = self.kernel if self.stride is None else _pair(self.stride, "AvgPool2d.stride", 1)
         object.__setattr__(self, "stride", stride)
-        object.__setattr__(self, "padding", _pair(self.padding, "AvgPool2d.padding"))
+        object.__setattr__(self, "padding", _pair(self.padding, "AvgPool2d.padding", 0))
 
     def output_shape(self, input_shape: Shape) -> Shape:
         if len(input_shape) != 3:

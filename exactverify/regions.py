@@ -23,11 +23,19 @@ Norm = Literal["linf", "l1", "box"]
 DOMAIN_TOLERANCE = 1e-9
 
 
+def _as_tensor(value, name: str) -> torch.Tensor:
+    """``value`` as a float64 tensor (InvalidInputError naming ``name`` if it is not numbers)."""
+    try:
+        if isinstance(value, np.ndarray):
+            value = np.array(value, dtype=np.float64)  # a writable copy: torch refuses read-only views
+        return torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InvalidInputError(f"{name} must be an array of numbers, got {type(value).__name__}") from exc
+
+
 def _batched(value, shape: tuple[int, ...], name: str) -> torch.Tensor:
     """``value`` as a float64 tensor of shape (B, *shape); a single sample gets B = 1."""
-    if isinstance(value, np.ndarray):
-        value = np.array(value, dtype=np.float64)  # a writable copy: torch refuses read-only views
-    tensor = torch.as_tensor(value, dtype=torch.float64)
+    tensor = _as_tensor(value, name)
     if tuple(tensor.shape) == tuple(shape):
         tensor = tensor.unsqueeze(0)
     elif tensor.dim() >= 1 and tuple(tensor.shape[1:]) != tuple(shape):
@@ -45,7 +53,12 @@ def _batched(value, shape: tuple[int, ...], name: str) -> torch.Tensor:
 
 
 def _eps_vector(eps, batch: int, name: str = "eps") -> torch.Tensor:
-    eps_t = torch.as_tensor(eps, dtype=torch.float64).reshape(-1)
+    if isinstance(eps, (str, bytes, bool)):
+        raise InvalidInputError(f"{name} must be a number or one number per region, got {eps!r}")
+    try:
+        eps_t = torch.as_tensor(eps, dtype=torch.float64).reshape(-1)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InvalidInputError(f"{name} must be a number or one number per region, got {eps!r}") from exc
     if eps_t.numel() == 1:
         eps_t = eps_t.expand(batch).clone()
     if eps_t.numel() != batch:
@@ -123,8 +136,7 @@ class Region:
 
 def box(lower, upper, shape: tuple[int, ...] | None = None) -> Region:
     """A box ``lower <= x <= upper`` (e.g. a latent region); batched like the arguments."""
-    low = torch.as_tensor(lower, dtype=torch.float64)
-    shape = tuple(shape) if shape is not None else tuple(low.shape)
+    shape = tuple(shape) if shape is not None else tuple(_as_tensor(lower, "lower").shape)
     low = _batched(lower, shape, "lower")
     high = _batched(upper, shape, "upper")
     low, high = torch.broadcast_tensors(low, high)
@@ -132,6 +144,8 @@ def box(lower, upper, shape: tuple[int, ...] | None = None) -> Region:
         raise InvalidInputError("box lower bound exceeds upper bound")
     if not (torch.isfinite(low).all() and torch.isfinite(high).all()):
         raise InvalidInputError("box bounds must be finite")
+    if not torch.isfinite(high - low).all():
+        raise InvalidInputError("box is too wide: upper - lower overflows float64")
     return Region("box", low.clone(), high.clone())
 
 
@@ -151,33 +165,37 @@ def _domain(domain, shape, batch, center) -> tuple[torch.Tensor, torch.Tensor]:
     return low, high
 
 
+def _ball(norm: Norm, center, eps, domain, shape: tuple[int, ...] | None) -> Region:
+    """The ball of ``norm`` (see :func:`linf_ball`) with its bounding box; refuses non-finite
+    centres and boxes (``center +- eps`` clipped to the domain) too wide for float64."""
+    shape = tuple(shape) if shape is not None else tuple(_as_tensor(center, "center").shape)
+    c = _batched(center, shape, "center")
+    if not torch.isfinite(c).all():
+        raise InvalidInputError("center contains infinite values")
+    eps_t = _eps_vector(eps, c.shape[0])
+    low_d, high_d = _domain(domain, shape, c.shape[0], c)
+    radius = eps_t.reshape(-1, *([1] * len(shape)))
+    low = torch.maximum(c - radius, low_d)
+    high = torch.minimum(c + radius, high_d)
+    if not (torch.isfinite(low).all() and torch.isfinite(high).all() and torch.isfinite(high - low).all()):
+        raise InvalidInputError(
+            f"eps={eps_t.max().item():g} is too large: the region's box (center +- eps, clipped to the domain) "
+            "is not finite in float64; use a smaller eps or a finite domain"
+        )
+    return Region(norm, low, high, c, eps_t)
+
+
 def linf_ball(center, eps, domain=None, shape: tuple[int, ...] | None = None) -> Region:
     """``{x : ||x - center||_inf <= eps}`` intersected with ``domain = (low, high)``.
 
     ``center`` is (*shape) or (B, *shape); ``eps`` a scalar or one value per region.
     """
-    shape = tuple(shape) if shape is not None else tuple(torch.as_tensor(center).shape)
-    c = _batched(center, shape, "center")
-    eps_t = _eps_vector(eps, c.shape[0])
-    low_d, high_d = _domain(domain, shape, c.shape[0], c)
-    radius = eps_t.reshape(-1, *([1] * len(shape)))
-    low = torch.maximum(c - radius, low_d)
-    high = torch.minimum(c + radius, high_d)
-    if not (torch.isfinite(low).all() and torch.isfinite(high).all()):
-        raise InvalidInputError("eps and domain give an unbounded region")
-    return Region("linf", low, high, c, eps_t)
+    return _ball("linf", center, eps, domain, shape)
 
 
 def l1_ball(center, eps, domain=None, shape: tuple[int, ...] | None = None) -> Region:
     """``{x : ||x - center||_1 <= eps}`` intersected with ``domain = (low, high)``."""
-    shape = tuple(shape) if shape is not None else tuple(torch.as_tensor(center).shape)
-    c = _batched(center, shape, "center")
-    eps_t = _eps_vector(eps, c.shape[0])
-    low_d, high_d = _domain(domain, shape, c.shape[0], c)
-    radius = eps_t.reshape(-1, *([1] * len(shape)))
-    low = torch.maximum(c - radius, low_d)
-    high = torch.minimum(c + radius, high_d)
-    return Region("l1", low, high, c, eps_t)
+    return _ball("l1", center, eps, domain, shape)
 
 
 def ball(center, eps, norm: str = "linf", domain=None, shape=None) -> Region:

@@ -127,7 +127,7 @@ def test_fixed_budget_attacks_stay_in_domain_and_budget(seed, case, eps_scale, t
     low, high = (0.0, 1.0) if unit_domain else (rng.uniform(-1, 0, 8), rng.uniform(0.1, 1, 8))
     x = sample_points(seed, 5, low, high)
     labels = net.forward(x).argmax(1)
-    target = torch.tensor(rng.integers(0, 4, 5)) if targeted else None
+    target = (labels + torch.tensor(rng.integers(1, 4, 5))) % 4 if targeted else None  # never the label
     eps = torch.tensor(rng.uniform(0, eps_scale, 5) * (4 if norm != "linf" else 1))
     result = attack(net, x, labels, eps, target=target, norm=norm, domain=(low, high), **kwargs)
     size = recomputed(result, x)
@@ -144,7 +144,7 @@ def test_minimum_distortion_attacks_stay_in_domain_and_report_honestly(seed, whi
     low, high = rng.uniform(-1, 0, 8), rng.uniform(0.1, 1, 8)
     x = sample_points(seed, 4, low, high)
     labels = net.forward(x).argmax(1)
-    target = torch.tensor(rng.integers(0, 4, 4)) if targeted else None
+    target = (labels + torch.tensor(rng.integers(1, 4, 4))) % 4 if targeted else None  # never the label
     kwargs = {**FAST[which], "steps": 60}
     result = attack(net, x, labels, target=target, domain=(low, high), **kwargs)
     check_honest(result, x, weights, labels, target, torch.tensor(low), torch.tensor(high))
@@ -216,12 +216,28 @@ def test_targeted_and_untargeted_attacks_mean_what_they_say():
     assert torch.all(untargeted.distortion <= best_targeted * 1.25 + 1e-9), (untargeted.distortion, best_targeted)
 
 
-def test_targeting_the_current_class_costs_nothing():
+TARGETED_RUNS = {
+    "fgm": lambda net, x, labels, target: fgm(net, x, labels, 0.1, target=target),
+    "bim": lambda net, x, labels, target: bim(net, x, labels, 0.1, target=target, steps=2),
+    "pgd_attack": lambda net, x, labels, target: pgd_attack(net, x, labels, 0.1, target=target, steps=2),
+    "cw_l2": lambda net, x, labels, target: cw_l2(net, x, labels, target=target, **FAST["cw_l2"]),
+    "cw_linf": lambda net, x, labels, target: cw_linf(net, x, labels, target=target, **FAST["cw_linf"]),
+    "ead": lambda net, x, labels, target: ead(net, x, labels, target=target, **FAST["ead"]),
+    "min_distortion_fixed_budget": lambda net, x, labels, target: min_distortion_fixed_budget(
+        fgm, net, x, labels, target=target),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(TARGETED_RUNS))
+def test_targeting_the_true_label_is_refused_naming_target(attack):
+    """A target equal to the label would be a "success" at distortion 0: every attack refuses it."""
     net, _ = weak_net(11)
     x = sample_points(9, 6, 0.0, 1.0)
     labels = net.forward(x).argmax(1)
-    result = cw_l2(net, x, labels, target=labels, **FAST["cw_l2"])
-    assert result.success.all() and torch.all(result.distortion < 1e-5)
+    target = (labels + 1) % 4
+    target[2] = labels[2]  # one sample is enough
+    with pytest.raises(InvalidInputError, match=r"target equals the true label.*\[2\]"):
+        TARGETED_RUNS[attack](net, x, labels, target)
 
 
 # ----------------------------------------------------------------- L2 bound

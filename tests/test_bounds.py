@@ -372,3 +372,53 @@ def test_crown_runs_on_a_mnist_sized_mlp_batch() -> None:
     region = ev.linf_ball(torch.rand(1024, 784), 0.03, domain=(0, 1), shape=(784,))
     result = ev.bounds(network, region, method="crown")
     assert_sound(network, region[:8], [t[:8] for t in result.lower], [t[:8] for t in result.upper], "mnist", 200)
+
+
+# ------------------------------------------------------------------ bad input at the entry points
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: ev.l1_ball(np.array([np.inf, 0.0, 0.0, 0.0]), 0.1), "center contains infinite"),
+    (lambda: ev.linf_ball(np.array([0.0, -np.inf, 0.0, 0.0]), 0.1), "center contains infinite"),
+    (lambda: ev.linf_ball(np.full(4, 0.5), 1e308), r"eps=1e\+308 is too large"),
+    (lambda: ev.l1_ball(np.full(4, 0.5), 1e308), r"eps=1e\+308 is too large"),
+    (lambda: ev.box(np.full(4, -1e308), np.full(4, 1e308)), "box is too wide"),
+    (lambda: ev.linf_ball(np.full(4, 0.5), "0.1"), "eps must be a number"),
+    (lambda: ev.linf_ball(np.full(4, 0.5), ["a"]), "eps must be a number"),
+    (lambda: ev.linf_ball(np.full(4, 0.5), True), "eps must be a number"),
+    (lambda: ev.linf_ball(["a", "b"], 0.1), "center must be an array of numbers"),
+])
+def test_regions_refuse_infinite_centres_overflowing_boxes_and_non_numbers(make, message) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        make()
+
+
+def test_a_huge_eps_clipped_to_a_finite_domain_gives_finite_bounds() -> None:
+    network = mlp_relu(np.random.default_rng(0))
+    result = ev.bounds(network, ev.linf_ball(np.full(4, 0.5), 1e308, domain=(0, 1)))
+    assert all(torch.isfinite(t).all() for t in (*result.lower, *result.upper))
+
+
+@pytest.mark.parametrize(("method", "options", "message"), [
+    ("milp", {"threads": 0}, "threads must be an int >= 1, got 0"),
+    ("milp", {"threads": 2.5}, "threads must be an int >= 1, got 2.5"),
+    ("milp", {"threads": True}, "threads must be an int >= 1, got True"),
+    ("milp", {"stats": "x"}, "stats must be a dict"),
+    ("interval", {"tim_limit": 1}, "unknown option.*tim_limit.*'interval'; it takes no options"),
+    ("crown", {"foo": 1}, "unknown option.*foo.*'crown'; its options are: max_elements"),
+    ("lp", {"tim_limit": 1}, "unknown option.*tim_limit.*'lp'; its options are: time_limit"),
+])
+def test_bounds_options_are_validated_at_the_entry(method: str, options: dict, message: str) -> None:
+    network = mlp_relu(np.random.default_rng(0))
+    region = ev.linf_ball(np.full(4, 0.5), 0.1)
+    with pytest.raises(InvalidInputError, match=message):
+        ev.bounds(network, region, method=method, **options)
+
+
+def test_bounds_device_is_validated_up_front(monkeypatch) -> None:
+    network = mlp_relu(np.random.default_rng(0))
+    region = ev.linf_ball(np.full(4, 0.5), 0.1)
+    with pytest.raises(InvalidInputError, match="device must be a torch device.*'banana'"):
+        ev.bounds(network, region, device="banana")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InvalidInputError, match=r"device='cuda' asks for CUDA.*is_available\(\) is False"):
+        ev.bounds(network, region, device="cuda")
+    assert ev.bounds(network, region, device="cpu").lower[-1].device.type == "cpu"

@@ -183,6 +183,15 @@ def test_bad_arguments_are_named() -> None:
         CascadeOptions(split_boxes=-1)
 
 
+def test_cascade_device_is_validated_when_the_options_are_made(monkeypatch) -> None:
+    with pytest.raises(InvalidInputError, match="device must be a torch device.*'foo'"):
+        CascadeOptions(device="foo")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InvalidInputError, match=r"device='cuda' asks for CUDA.*is_available\(\) is False"):
+        CascadeOptions(device="cuda")
+    assert CascadeOptions(device="cpu").device == "cpu"
+
+
 def test_latent_stream_is_reproducible() -> None:
     a = sample_latent(5, 3, latent_stream(9))
     b = sample_latent(5, 3, latent_stream(9))

@@ -514,3 +514,140 @@ def test_fold_helpers_refuse_inexact_folds():
     d2 = ir.Dense(rng.standard_normal((2, 4)), rng.standard_normal(2))
     y = torch.as_tensor(rng.standard_normal((5, 3)))
     np.testing.assert_allclose(merge_dense(d1, d2).forward(y), d2.forward(d1.forward(y)), atol=1e-12)
+
+
+# ----------------------------------------------------------------- bad input named at the entry
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: ir.Conv2d(np.ones((2, 1, 3, 3)), np.zeros(2), stride=(0, 1)), r"Conv2d\.stride must be >= 1"),
+    (lambda: ir.Conv2d(np.ones((2, 1, 3, 3)), np.zeros(2), dilation=0), r"Conv2d\.dilation must be >= 1"),
+    (lambda: ir.Conv2d(np.ones((2, 1, 3, 3)), np.zeros(2), padding=-1), r"Conv2d\.padding must be >= 0"),
+    (lambda: ir.Conv2d(np.ones((2, 1, 0, 3)), np.zeros(2)), r"Conv2d\.weight must have a kernel of at least 1x1"),
+    (lambda: ir.Conv2d(np.ones((2, 1, 3, 3)), np.zeros(2), groups=1.5), r"Conv2d\.groups must be an int"),
+    (lambda: ir.MaxPool2d(2, stride=0), r"MaxPool2d\.stride must be >= 1"),
+    (lambda: ir.MaxPool2d((0, 2)), r"MaxPool2d\.kernel must be >= 1"),
+    (lambda: ir.MaxPool2d(2, padding=-1), r"MaxPool2d\.padding must be >= 0"),
+    (lambda: ir.AvgPool2d(2, stride=(1, 0)), r"AvgPool2d\.stride must be >= 1"),
+    (lambda: ir.AvgPool2d(2, padding=(0, -1)), r"AvgPool2d\.padding must be >= 0"),
+    (lambda: ir.MaxPool2d("ab"), r"MaxPool2d\.kernel must be an int or a pair of ints"),
+])
+def test_ir_conv_and_pool_attributes_are_validated_naming_layer_and_attribute(make, message):
+    with pytest.raises(InvalidInputError, match=message):
+        make()
+
+
+@pytest.mark.parametrize(("op", "attrs", "message"), [
+    ("Conv", {"strides": [0, 0]}, "strides must be >= 1"),
+    ("Conv", {"dilations": [0, 0]}, "dilations must be >= 1"),
+    ("Conv", {"pads": [-1, -1, -1, -1]}, "pads must be >= 0"),
+    ("Conv", {"strides": [0, 0], "auto_pad": "SAME_UPPER"}, "strides must be >= 1"),
+    ("MaxPool", {"kernel_shape": [2, 2], "strides": [0, 0]}, "strides must be >= 1"),
+])
+def test_onnx_invalid_conv_and_pool_attributes_name_the_node(tmp_path, op, attrs, message):
+    inputs = ["x", "w"] if op == "Conv" else ["x"]
+    nodes = [helper.make_node(op, inputs, ["y"], name="node", **attrs)]
+    inits = {"w": np.ones((2, 1, 3, 3))} if op == "Conv" else {}
+    path = tmp_path / "bad.onnx"
+    onnx.save(_graph_model(nodes, inits, ["N", 1, 5, 5], ["N", 2, 3, 3], opset=17), str(path))
+    for check in (True, False):
+        with pytest.raises(InvalidInputError, match=rf"layer 'node' \({op}\): {message}"):
+            load(path, check=check)
+
+
+def test_onnxruntime_failures_are_input_errors_naming_the_model(tmp_path):
+    """A float64 weight on a float32 input, and an unreleased opset: onnxruntime refuses both."""
+    weight = numpy_helper.from_array(np.ones((4, 3)), "w")  # float64
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [weight])
+    mixed = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(mixed, str(tmp_path / "mixed.onnx"))
+    with pytest.raises(InvalidInputError, match=r"onnxruntime cannot run ONNX model mixed: Type Error.*check=False"):
+        load(tmp_path / "mixed.onnx")
+    nodes = [helper.make_node("Relu", ["x"], ["y"])]
+    onnx.save(_graph_model(nodes, {}, ["N", 4], ["N", 4], opset=99), str(tmp_path / "future.onnx"))
+    with pytest.raises(InvalidInputError, match=r"onnxruntime cannot run ONNX model future: .*[Oo]pset 99"):
+        load(tmp_path / "future.onnx")
+    assert load(tmp_path / "future.onnx", check=False).input_shape == (4,)
+
+
+def test_onnx_weight_shape_mismatch_is_a_shape_error_naming_the_node(tmp_path):
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")]
+    path = tmp_path / "wrong.onnx"
+    onnx.save(_graph_model(nodes, {"w": np.ones((5, 3))}, ["N", 4], ["N", 3]), str(path))
+    with pytest.raises(ShapeMismatchError, match=r"layer 'fc' \(MatMul\): weight B of shape \(5, 3\) does not fit"):
+        load(path)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="conv")]
+    onnx.save(_graph_model(nodes, {"w": np.ones((2, 3, 3, 3))}, ["N", 1, 5, 5], ["N", 2, 3, 3]), str(path))
+    with pytest.raises(ShapeMismatchError, match=r"layer 'conv' \(Conv\): weight W .* expects 3 input channels"):
+        load(path)
+
+
+def test_negative_batchnorm_variance_is_named_in_onnx_and_torch(tmp_path):
+    stats = {"scale": np.ones(2), "bias": np.zeros(2), "mean": np.zeros(2), "var": np.array([1.0, -1.0])}
+    nodes = [helper.make_node("BatchNormalization", ["x", "scale", "bias", "mean", "var"], ["y"], name="bn")]
+    path = tmp_path / "bn.onnx"
+    onnx.save(_graph_model(nodes, stats, ["N", 2], ["N", 2]), str(path))
+    with pytest.raises(InvalidInputError, match=r"layer 'bn' \(BatchNormalization\): negative variance"):
+        load(path)
+    module = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)).eval()
+    with torch.no_grad():
+        module[1].running_var.copy_(torch.tensor([1.0, -1.0]))
+    with pytest.raises(InvalidInputError, match=r"\(BatchNorm1d\): negative variance"):
+        load(module)
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x, y):
+        return self.fc(x + y)
+
+
+class _Recurrent(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 8, batch_first=True)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        out, _ = self.lstm(x.unsqueeze(1))
+        return self.fc(out[:, -1])
+
+
+def test_torch_modules_are_refused_for_what_they_are_not_for_the_input_shape():
+    with pytest.raises(UnsupportedLayerError, match=r"'y' \(second network input: forward takes 2 inputs \(x, y\)"):
+        load(_TwoInputs())
+    batch_stats = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8, track_running_stats=False), nn.ReLU()).eval()
+    with pytest.raises(UnsupportedLayerError, match=r"\(BatchNorm1d: batch norm without running statistics"):
+        load(batch_stats)
+    with pytest.raises(UnsupportedLayerError, match=r"'lstm' \(LSTM\)"):
+        load(_Recurrent())
+    with pytest.raises(UnsupportedLayerError, match=r"'lstm' \(LSTM"):  # as before, with an input_shape
+        load(_Recurrent(), (4,))
+
+
+def test_nnet_with_a_huge_input_domain_is_checked_on_a_finite_sub_box(tmp_path):
+    text = (DATA / "tiny.nnet").read_text().replace("0.0,-1.0,\n10.0,1.0,", "-1e308,-1e308,\n1e308,1e308,")
+    path = tmp_path / "wide.nnet"
+    path.write_text(text)
+    network = load(path)
+    np.testing.assert_array_equal(network.input_domain[1], [1e308, 1e308])
+
+
+def test_check_against_names_non_finite_outputs_instead_of_a_nan_deviation():
+    network = ir.Network((2,), (ir.Dense(np.eye(2), np.zeros(2)),), name="net")
+    with pytest.raises(LoadMismatchError, match="net: the source gives NaN or infinite outputs"):
+        check_against(network, lambda x: np.full((len(x), 2), np.nan), samples=4, rtol=0.0, atol=0.0)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"rtol": "a"}, "rtol must be a finite number >= 0, got 'a'"),
+    ({"atol": [1e-3]}, r"atol must be a finite number >= 0, got \[0.001\]"),
+    ({"rtol": True}, "rtol must be a finite number >= 0, got True"),
+    ({"check_samples": True}, "check_samples must be a positive int"),
+])
+def test_load_tolerances_must_be_numbers(options, message):
+    with pytest.raises(InvalidInputError, match=message):
+        load(DATA / "tiny.nnet", **options)

@@ -111,6 +111,10 @@ def check_inputs(network, x, labels, target=None, domain=DEFAULT_DOMAIN, *, norm
     classes = network.output_size
     label_t = _class_vector(labels, batch.shape[0], classes, "labels")
     target_t = None if target is None else _class_vector(target, batch.shape[0], classes, "target")
+    if target_t is not None and (target_t == label_t).any():
+        same = torch.nonzero(target_t == label_t).reshape(-1).tolist()
+        raise InvalidInputError(f"target equals the true label (labels) for sample(s) {same[:10]}: a targeted "
+                                "attack needs another class (target=None for an untargeted one)")
     return AttackInputs(network, batch, label_t, target_t, low, high)
 
 

@@ -14,7 +14,9 @@ Methods (see :func:`bounds`):
 
 from __future__ import annotations
 
+import inspect
 import time
+from typing import Callable
 
 import torch
 
@@ -26,7 +28,56 @@ from .result import BoundsResult, Stability
 
 METHODS = ("interval", "crown", "lp", "forward", "alpha", "milp")
 
-__all__ = ["bounds", "BoundsResult", "Stability", "METHODS"]
+__all__ = ["bounds", "check_device", "BoundsResult", "Stability", "METHODS"]
+
+
+def check_device(device, name: str = "device") -> torch.device:
+    """``device`` parsed as a torch device that this torch can use (InvalidInputError naming ``name``)."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{name} must be a torch device such as 'cpu' or 'cuda', got {device!r}") from exc
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidInputError(f"{name}={device!r} asks for CUDA, but torch.cuda.is_available() is False "
+                                    "(no GPU, or a torch build without CUDA); use 'cpu'")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise InvalidInputError(f"{name}={device!r}: there are only {torch.cuda.device_count()} CUDA device(s)")
+    return parsed
+
+
+def _method_function(method: str) -> Callable:
+    """The function computing ``method``'s bounds (imported on demand: lp and milp need solvers)."""
+    if method == "interval":
+        return interval_bounds
+    if method == "crown":
+        from .crown import crown_bounds
+
+        return crown_bounds
+    if method == "alpha":
+        from .alpha import alpha_bounds
+
+        return alpha_bounds
+    if method == "milp":
+        from .milp import milp_bounds
+
+        return milp_bounds
+    if method == "forward":
+        from .forward import forward_bounds
+
+        return forward_bounds
+    from .lp import lp_bounds
+
+    return lp_bounds
+
+
+def _check_options(method: str, function: Callable, options: dict) -> None:
+    """Refuse options ``function`` does not take, listing the ones it does."""
+    valid = [p.name for p in inspect.signature(function).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        accepted = f"its options are: {', '.join(valid)}" if valid else "it takes no options"
+        raise InvalidInputError(f"unknown option(s) {', '.join(unknown)} for bounds method {method!r}; {accepted}")
 
 
 def _validate(network: Network, region: Region, method: str) -> None:
@@ -47,34 +98,16 @@ def bounds(network: Network, region: Region, method: str = "crown", device=None,
 
     ``device`` (e.g. ``"cuda"``) runs interval/CROWN there; results come back on that
     device. ``options`` go to the method (``lp``: ``time_limit`` per LP, ``layers``; ``milp``:
-    ``layers``, ``threads``, ``time_budget``, ``stats``).
+    ``layers``, ``threads``, ``time_budget``, ``stats``); an option the method does not take
+    raises InvalidInputError listing the ones it does.
     """
     _validate(network, region, method)
+    function = _method_function(method)
+    _check_options(method, function, options)
     if device is not None:
-        region = region.to(torch.device(device))
+        region = region.to(check_device(device))
     start = time.perf_counter()
-    if method == "interval":
-        lowers, uppers = interval_bounds(network, region)
-    elif method == "crown":
-        from .crown import crown_bounds
-
-        lowers, uppers = crown_bounds(network, region, **options)
-    elif method == "alpha":
-        from .alpha import alpha_bounds
-
-        lowers, uppers = alpha_bounds(network, region, **options)
-    elif method == "milp":
-        from .milp import milp_bounds
-
-        lowers, uppers = milp_bounds(network, region, **options)
-    elif method == "forward":
-        from .forward import forward_bounds
-
-        lowers, uppers = forward_bounds(network, region, **options)
-    else:
-        from .lp import lp_bounds
-
-        lowers, uppers = lp_bounds(network, region, **options)
+    lowers, uppers = function(network, region, **options)
     if region.lower.is_cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

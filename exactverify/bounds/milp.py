@@ -27,7 +27,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -234,8 +234,12 @@ def milp_bounds(network: Network, region: Region, *, layers: int | None = None, 
     if isinstance(time_budget, bool) or not isinstance(time_budget, (int, float)) or math.isnan(time_budget) \
             or time_budget < 0:
         raise InvalidInputError(f"time_budget must be a number of seconds >= 0, got {time_budget!r}")
-    if not isinstance(layers, int) or layers < 0:
+    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 0:
         raise InvalidInputError(f"layers must be an int >= 0, got {layers!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise InvalidInputError(f"threads must be an int >= 1, got {threads!r}")
+    if stats is not None and not isinstance(stats, MutableMapping):
+        raise InvalidInputError(f"stats must be a dict (it receives the counts) or None, got {type(stats).__name__}")
     if progress is not None and not callable(progress):
         raise InvalidInputError(f"progress must be a callable (done, total, seconds), got {type(progress).__name__}")
     relus = _relu_layers(network)[1: 1 + layers]

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..attacks import pgd
-from ..bounds import bounds
+from ..bounds import bounds, check_device
 from ..errors import InvalidInputError
 from ..ir import Network
 from ..queries import VerdictStatus, verify
@@ -90,6 +90,7 @@ class CascadeOptions:
             check_eps(self.exact_time_limit, "exact_time_limit")
         if not (math.isfinite(self.margin) and self.margin > 0):
             raise InvalidInputError(f"margin must be finite and > 0, got {self.margin!r}")
+        check_device(self.device)
 
 
 @dataclass

@@ -33,6 +33,9 @@ NNET_RTOL = 1e-9
 NNET_ATOL = 1e-9
 #: Seed of the random check inputs, so that a load is reproducible.
 CHECK_SEED = 0
+#: Check inputs in a known input domain lie within this distance of the domain's midpoint, so
+#: that a domain too wide for float64 arithmetic (e.g. .nnet bounds of +-1e308) is still checkable.
+CHECK_MAX_HALF_WIDTH = 1e6
 
 _PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
 
@@ -86,7 +89,8 @@ def load(
             from .onnx_loader import from_onnx, run_onnx
 
             network, model = from_onnx(source, input_shape)
-            reference_fn, tolerances, dtype = (lambda x: run_onnx(model, x)), (ONNX_RTOL, ONNX_ATOL), np.float32
+            reference_fn = lambda x: run_onnx(model, x, network.name)  # noqa: E731
+            tolerances, dtype = (ONNX_RTOL, ONNX_ATOL), np.float32
         else:
             from .nnet import from_nnet, run_nnet
 
@@ -104,10 +108,13 @@ def load(
 
 
 def _validate(check_samples, rtol, atol) -> None:
-    if not isinstance(check_samples, int) or check_samples < 1:
+    if isinstance(check_samples, bool) or not isinstance(check_samples, int) or check_samples < 1:
         raise InvalidInputError(f"check_samples must be a positive int, got {check_samples!r}")
     for name, value in (("rtol", rtol), ("atol", atol)):
-        if value is not None and not (np.isfinite(value) and value >= 0):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not (np.isfinite(value) and value >= 0):
             raise InvalidInputError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
@@ -144,11 +151,16 @@ def _file_kind(path: Path) -> str:
 
 
 def check_inputs(network: Network, samples: int, dtype=np.float64) -> np.ndarray:
-    """Random check inputs (samples, *input_shape): uniform in the input domain, else standard normal."""
+    """Random check inputs (samples, *input_shape): uniform in the input domain (within
+    :data:`CHECK_MAX_HALF_WIDTH` of its midpoint), else standard normal."""
     rng = np.random.default_rng(CHECK_SEED)
     shape = (samples, *network.input_shape)
     if network.input_domain is not None:
         low, high = network.input_domain
+        middle = low / 2 + high / 2  # halves first: high - low may overflow
+        wide = high / 2 - low / 2 > CHECK_MAX_HALF_WIDTH
+        low = np.where(wide, middle - CHECK_MAX_HALF_WIDTH, low)
+        high = np.where(wide, middle + CHECK_MAX_HALF_WIDTH, high)
         x = rng.uniform(size=shape) * (high - low) + low
     else:
         x = rng.standard_normal(shape)
@@ -169,7 +181,14 @@ def check_against(network: Network, reference, *, samples: int, rtol: float, ato
             f"{network.name}: loaded network gives outputs of shape {ours.shape}, the source {expected.shape}"
         )
     ours, expected = ours.reshape(len(x), -1), expected.reshape(len(x), -1)
-    deviation = float(np.max(np.abs(ours - expected))) if np.all(np.isfinite(expected)) else float("nan")
+    for who, values in (("source", expected), ("loaded network", ours)):
+        if not np.all(np.isfinite(values)):
+            raise LoadMismatchError(
+                f"{network.name}: the {who} gives NaN or infinite outputs on the random check inputs "
+                f"(|x| up to {float(np.max(np.abs(x), initial=0.0)):.3g}), so the load cannot be checked; "
+                "if the input domain or the weights are too large for float64, pass check=False"
+            )
+    deviation = float(np.max(np.abs(ours - expected)))
     allowed = atol + rtol * float(np.max(np.abs(expected), initial=0.0))
     if not deviation <= allowed:  # also catches NaN
         raise LoadMismatchError(
@@ -180,6 +199,6 @@ def check_against(network: Network, reference, *, samples: int, rtol: float, ato
 
 
 __all__ = [
-    "CHECK_SEED", "NNET_ATOL", "NNET_RTOL", "ONNX_ATOL", "ONNX_RTOL", "TORCH_ATOL", "TORCH_RTOL",
-    "check_against", "check_inputs", "load",
+    "CHECK_MAX_HALF_WIDTH", "CHECK_SEED", "NNET_ATOL", "NNET_RTOL", "ONNX_ATOL", "ONNX_RTOL", "TORCH_ATOL",
+    "TORCH_RTOL", "check_against", "check_inputs", "load",
 ]

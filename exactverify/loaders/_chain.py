@@ -23,6 +23,10 @@ class Unsupported(Exception):
     """Raised inside a node handler: the node cannot be represented (reason in the message)."""
 
 
+class OperandMismatch(Exception):
+    """Raised inside a node handler: the node's constant operands do not fit its input shape."""
+
+
 class ChainBuilder:
     """Accumulates IR layers for a chain, tracking the per-sample shape."""
 
@@ -42,7 +46,8 @@ class ChainBuilder:
 
         Returns those layers, or None when the node is unsupported (recorded, so that the
         walk can go on and find every other unsupported node). Invalid parameters (NaN
-        weights, ...) are re-raised naming the node.
+        weights, ...) are re-raised naming the node, and so are weights whose shape does
+        not fit the node's input (:class:`OperandMismatch`, as a ShapeMismatchError).
         """
         try:
             layers = list(handler())
@@ -50,6 +55,8 @@ class ChainBuilder:
                 for layer in layers:
                     self.add(layer)
             return layers
+        except OperandMismatch as exc:
+            raise ShapeMismatchError(f"{self.source}: layer {name!r} ({kind}): {exc}") from exc
         except (Unsupported, ShapeMismatchError) as exc:
             self.unsupported.append((name, f"{kind}: {exc}" if str(exc) else kind))
         except InvalidInputError as exc:
@@ -93,6 +100,17 @@ class ChainBuilder:
         if self.unsupported:
             raise UnsupportedLayerError(self.unsupported, source=self.source)
         return Network(self.input_shape, tuple(self.layers), input_domain, name)
+
+
+def check_variance(var, eps: float) -> None:
+    """Refuse batch-norm statistics whose ``var + eps`` is not positive (the scale would be NaN)."""
+    var = np.asarray(var, dtype=np.float64)
+    bad = var + float(eps) <= 0
+    if np.any(bad):
+        raise InvalidInputError(
+            f"negative variance: {int(bad.sum())} channel(s) have variance + epsilon <= 0 "
+            f"(smallest variance {float(var.min()):g}, epsilon {float(eps):g})"
+        )
 
 
 def reshape_layers(in_shape: Shape, out_shape: Shape) -> list[Layer]:

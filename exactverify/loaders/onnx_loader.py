@@ -12,6 +12,7 @@ as graph inputs (as in the VNN-COMP ACAS Xu files): those are constants, not inp
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,18 @@ from onnx import helper, numpy_helper
 from ..errors import InvalidInputError, ShapeMismatchError
 from ..ir import AvgPool2d, Conv2d, Dense, Layer, LeakyReLU, MaxPool2d, Network, ReLU, Sigmoid, Tanh
 from ..transforms import batchnorm_scale_shift, channel_affine
-from ._chain import ChainBuilder, Unsupported, arithmetic_layer, clamp_layers, reshape_layers
+from ._chain import (
+    ChainBuilder,
+    OperandMismatch,
+    Unsupported,
+    arithmetic_layer,
+    check_variance,
+    clamp_layers,
+    reshape_layers,
+)
 
+#: onnxruntime's message prefix and C++ source location, dropped from the reasons it gives.
+_RUNTIME_NOISE = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (/\S+:\d+ [^(]*\([^)]*\) )?")
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
 _ARITH = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}
 
@@ -209,6 +220,9 @@ class _OnnxConverter:
         weight = self._const(node.input[1], "B")
         weight = weight if attrs.get("transB", 0) else weight.T
         weight = float(attrs.get("alpha", 1.0)) * np.asarray(weight, dtype=np.float64)
+        if weight.ndim != 2 or weight.shape[1] != shape[0]:
+            raise OperandMismatch(f"weight B of shape {weight.shape} (after transB) does not fit an input of "
+                                  f"size {shape[0]}")
         bias = np.zeros(weight.shape[0])
         if len(node.input) > 2 and node.input[2]:
             bias = float(attrs.get("beta", 1.0)) * np.broadcast_to(
@@ -222,6 +236,8 @@ class _OnnxConverter:
         weight = np.asarray(self._const(node.input[1], "B"), dtype=np.float64)
         if weight.ndim != 2 or len(shape) != 1:
             raise Unsupported(f"network tensor of shape {shape} @ constant of shape {weight.shape}")
+        if weight.shape[0] != shape[0]:
+            raise OperandMismatch(f"weight B of shape {weight.shape} does not fit an input of size {shape[0]}")
         return [Dense(weight.T, np.zeros(weight.shape[1]))]
 
     def _arith(self, node, attrs, shape):
@@ -234,11 +250,15 @@ class _OnnxConverter:
         if weight.ndim != 4 or len(shape) != 3:
             raise Unsupported("only 2-D convolutions on (C, H, W) inputs")
         bias = self._const(node.input[2], "B") if len(node.input) > 2 and node.input[2] else np.zeros(weight.shape[0])
+        group = int(attrs.get("group", 1))
+        if weight.shape[1] * group != shape[0]:
+            raise OperandMismatch(f"weight W of shape {weight.shape} with group={group} expects "
+                                  f"{weight.shape[1] * group} input channels, the input has shape {shape}")
         kernel = weight.shape[2:]
         strides = tuple(attrs.get("strides", (1, 1)))
         dilations = tuple(attrs.get("dilations", (1, 1)))
         padding = _pads(attrs, shape[1:], kernel, strides, dilations)
-        return [Conv2d(weight, bias, strides, padding, dilations, int(attrs.get("group", 1)))]
+        return [Conv2d(weight, bias, strides, padding, dilations, group)]
 
     def _maxpool(self, node, attrs, shape):
         kernel = tuple(attrs["kernel_shape"])
@@ -331,7 +351,9 @@ class _OnnxConverter:
         if attrs.get("training_mode", 0):
             raise Unsupported("training_mode=1 uses batch statistics")
         scale, bias, mean, var = (self._const(name, "statistics") for name in node.input[1:5])
-        scale, shift = batchnorm_scale_shift(mean, var, scale, bias, float(attrs.get("epsilon", 1e-5)))
+        epsilon = float(attrs.get("epsilon", 1e-5))
+        check_variance(var, epsilon)
+        scale, shift = batchnorm_scale_shift(mean, var, scale, bias, epsilon)
         return [channel_affine(scale, shift, shape)]
 
     def _clip(self, node, attrs, shape):
@@ -354,7 +376,14 @@ class _OnnxConverter:
 
 
 def _pads(attrs: dict, spatial, kernel, strides, dilations) -> tuple[int, int]:
-    """Symmetric (pad_h, pad_w) from ``pads``/``auto_pad``; asymmetric padding is unsupported."""
+    """Symmetric (pad_h, pad_w) from ``pads``/``auto_pad``; asymmetric padding is unsupported.
+
+    Strides and dilations below 1 and negative pads are invalid (InvalidInputError naming them).
+    """
+    for what, values, minimum in (("strides", strides, 1), ("dilations", dilations, 1),
+                                  ("pads", attrs.get("pads", ()), 0)):
+        if any(int(v) < minimum for v in values):
+            raise InvalidInputError(f"{what} must be >= {minimum}, got {list(values)}")
     auto = attrs.get("auto_pad", "NOTSET")
     if auto in ("SAME_UPPER", "SAME_LOWER"):
         pads = []
@@ -412,8 +441,12 @@ def from_onnx(source, input_shape=None) -> tuple[Network, onnx.ModelProto]:
     return _OnnxConverter(model, input_shape, name).convert(), model
 
 
-def run_onnx(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    """Reference outputs (B, ...) from onnxruntime, else ``onnx.reference``, on float inputs ``x``."""
+def run_onnx(model: onnx.ModelProto, x: np.ndarray, name: str | None = None) -> np.ndarray:
+    """Reference outputs (B, ...) from onnxruntime, else ``onnx.reference``, on float inputs ``x``.
+
+    A model the runtime refuses or fails on raises InvalidInputError naming the model (``name``,
+    else the graph's name) and the runtime's reason.
+    """
     value = graph_input(model)[0]
     dtype = {onnx.TensorProto.DOUBLE: np.float64, onnx.TensorProto.FLOAT16: np.float16}.get(
         value.type.tensor_type.elem_type, np.float32
@@ -423,13 +456,24 @@ def run_onnx(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     batches = [x[i:i + 1] for i in range(len(x))] if per_sample else [x]
     try:
         import onnxruntime as ort
-
-        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        run = lambda batch: session.run(None, {value.name: batch.astype(dtype)})[0]  # noqa: E731
     except ImportError:
-        from onnx.reference import ReferenceEvaluator
+        ort, runtime = None, "onnx.reference"
+    else:
+        runtime = "onnxruntime"
+    try:
+        if ort is not None:
+            session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+            run = lambda batch: session.run(None, {value.name: batch.astype(dtype)})[0]  # noqa: E731
+        else:
+            from onnx.reference import ReferenceEvaluator
 
-        evaluator = ReferenceEvaluator(model)
-        run = lambda batch: evaluator.run(None, {value.name: batch.astype(dtype)})[0]  # noqa: E731
-    outputs = [np.asarray(run(batch), dtype=np.float64) for batch in batches]
+            evaluator = ReferenceEvaluator(model)
+            run = lambda batch: evaluator.run(None, {value.name: batch.astype(dtype)})[0]  # noqa: E731
+        outputs = [np.asarray(run(batch), dtype=np.float64) for batch in batches]
+    except Exception as exc:  # noqa: BLE001 - the runtimes raise their own types (e.g. onnxruntime's Fail)
+        reason = _RUNTIME_NOISE.sub("", str(exc).strip()) or type(exc).__name__
+        raise InvalidInputError(
+            f"{runtime} cannot run ONNX model {name or model.graph.name or 'onnx'}: {reason} "
+            "(it checks the loaded network; load(..., check=False) skips the check)"
+        ) from exc
     return np.concatenate([o.reshape(o.shape[0], -1) for o in outputs])

@@ -20,7 +20,7 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import InvalidInputError, ShapeMismatchError
+from ..errors import InvalidInputError, ShapeMismatchError, UnsupportedLayerError
 from ..ir import (
     AvgPool2d,
     Clamp,
@@ -35,9 +35,10 @@ from ..ir import (
     Tanh,
 )
 from ..transforms import batchnorm_scale_shift, channel_affine
-from ._chain import ChainBuilder, Unsupported, arithmetic_layer, clamp_layers, reshape_layers
+from ._chain import ChainBuilder, Unsupported, arithmetic_layer, check_variance, clamp_layers, reshape_layers
 
 _DATA, _CONST, _META = "data", "const", "meta"
+_NO_RUNNING_STATS = "batch norm without running statistics (track_running_stats=False) uses batch statistics"
 
 _RELU_FUNCS = {torch.relu, F.relu, torch.relu_}
 _SIGMOID_FUNCS = {torch.sigmoid, F.sigmoid}
@@ -53,6 +54,10 @@ _ARITH = {
 _ARITH_METHODS = {"add": "add", "add_": "add", "sub": "sub", "sub_": "sub", "mul": "mul", "mul_": "mul",
                   "div": "div", "div_": "div"}
 _META_METHODS = {"size", "dim"}
+#: Leaf modules :func:`_module_layers` can translate (others are unsupported whatever the input shape).
+_SUPPORTED_MODULES = (nn.Linear, nn.Conv2d, nn.ReLU, nn.LeakyReLU, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Identity,
+                      nn.modules.dropout._DropoutNd, nn.Flatten, nn.Unflatten, nn.MaxPool2d, nn.AvgPool2d,
+                      nn.BatchNorm1d, nn.BatchNorm2d)
 _ELEMENTWISE_MODULES = (nn.ReLU, nn.LeakyReLU, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Identity,
                         nn.modules.dropout._DropoutNd, nn.BatchNorm1d)
 
@@ -90,6 +95,7 @@ class _TorchConverter:
         self.modules = dict(self.graph_module.named_modules())
         self.nodes = list(self.graph_module.graph.nodes)
         self.category = self._classify()
+        self._check_single_input()
         self.input_shape = self._input_shape(input_shape)
         self.values = self._interpret()
 
@@ -124,11 +130,42 @@ class _TorchConverter:
                     stack.append(parent)
         return live
 
+    def _check_single_input(self) -> None:
+        """Refuse a module whose forward needs more than one tensor (before the run would fail on it)."""
+        required = [n.target for n in self.nodes if n.op == "placeholder" and not n.args]  # args: a default
+        if len(required) > 1:
+            raise UnsupportedLayerError(
+                [(name, f"second network input: forward takes {len(required)} inputs ({', '.join(required)}), "
+                        "only modules with one input tensor are supported") for name in required[1:]],
+                source=f"module {self.name}",
+            )
+
+    def _unsupported_modules(self) -> list[tuple[str, str]]:
+        """Leaf modules on the data path that cannot be translated whatever the input shape."""
+        found, live = [], self._live()
+        for node in self.nodes:
+            if node.op != "call_module" or self.category[node] != _DATA or node not in live:
+                continue
+            module = self.modules[node.target]
+            if not isinstance(module, _SUPPORTED_MODULES):
+                found.append((node.name, type(module).__name__))
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_var is None:
+                found.append((node.name, f"{type(module).__name__}: {_NO_RUNNING_STATS}"))
+        return found
+
+    def _raise_unsupported_modules(self) -> None:
+        """Raise UnsupportedLayerError when :meth:`_unsupported_modules` finds any: a failure to
+        infer the input shape or to run the module is then their doing, not the input shape's."""
+        found = self._unsupported_modules()
+        if found:
+            raise UnsupportedLayerError(found, source=f"module {self.name}")
+
     def _input_shape(self, input_shape) -> tuple[int, ...]:
         if input_shape is not None:
             return tuple(input_shape)
         inferred = self._infer_input_size()
         if inferred is None:
+            self._raise_unsupported_modules()
             raise InvalidInputError(
                 f"module {self.name}: input_shape is required (per sample, without the batch dimension) "
                 "unless the first layer is nn.Linear"
@@ -160,6 +197,7 @@ class _TorchConverter:
             with torch.no_grad():
                 interpreter.run(sample)
         except Exception as exc:  # noqa: BLE001 - any failure here means the shape does not fit
+            self._raise_unsupported_modules()
             raise ShapeMismatchError(
                 f"module {self.name}: input_shape {self.input_shape} does not fit the module "
                 f"({type(exc).__name__}: {exc})"
@@ -365,9 +403,10 @@ def _module_layers(module: nn.Module, in_shape, out_shape) -> list[Layer]:
                           module.count_include_pad, module.divisor_override)]
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
         if module.running_mean is None or module.running_var is None:
-            raise Unsupported("batch norm without running statistics uses batch statistics")
+            raise Unsupported(_NO_RUNNING_STATS)
         weight = module.weight if module.affine else None
         bias = module.bias if module.affine else None
+        check_variance(_np(module.running_var), module.eps)
         scale, shift = batchnorm_scale_shift(
             _np(module.running_mean), _np(module.running_var), _np(weight), _np(bias), module.eps
         )
