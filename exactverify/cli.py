@@ -104,30 +104,6 @@ def prepare_output(path: str | None, flag: str) -> None:
         raise InvalidInputError(f"{flag} {path!r}: its folder {str(target.parent)!r} is not writable")
 
 
-def check_device(text: str, flag: str = "--device") -> str:
-    """A torch device this machine has (``cpu``, ``cuda``, ``cuda:1``, ...), else a clear error."""
-    import torch
-
-    try:
-        device = torch.device(text)
-    except (RuntimeError, TypeError) as exc:
-        raise InvalidInputError(f"{flag} {text!r} is not a torch device (e.g. cpu, cuda, cuda:0)") from exc
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InvalidInputError(f"{flag} {text!r}: CUDA is not available to this torch {torch.__version__} "
-                                    "(use --device cpu)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise InvalidInputError(f"{flag} {text!r}: only {torch.cuda.device_count()} CUDA device(s), "
-                                    f"indices 0..{torch.cuda.device_count() - 1}")
-    elif device.type != "cpu":
-        try:
-            torch.empty(0, device=device)
-        except (RuntimeError, AssertionError) as exc:
-            raise InvalidInputError(f"{flag} {text!r}: torch {torch.__version__} cannot use this device "
-                                    "(use --device cpu or cuda)") from exc
-    return text
-
-
 def _check_generative_spec(spec: str, flag: str) -> None:
     """``DATASET:NAME`` specs must name a known dataset (a path is checked when it is loaded)."""
     from .generative.models import DATASETS
@@ -143,7 +119,9 @@ def check_arguments(args: argparse.Namespace) -> None:
     """Checks made before any command runs: devices, generative model names, the demo's image
     count, then the output files' folders (made here, as the stores make theirs)."""
     if args.command in ("global-robustness", "global-correctness"):
-        check_device(args.device)
+        from .bounds import check_device
+
+        check_device(args.device, "--device")
         _check_generative_spec(args.generator, "--generator")
         _check_generative_spec(args.classifier, "--classifier")
     if args.command == "demo":

@@ -226,10 +226,10 @@ def test_demo_image_count_is_checked_before_anything_runs(tmp_path, monkeypatch,
 def test_global_commands_check_the_device_flag(capsys):
     base = ["global-correctness", "--classifier", "digits8:small", "--label", "3", "--samples", "5"]
     assert main([*base, "--generator", "digits8:3", "--device", "banana"]) == 2
-    assert "--device 'banana' is not a torch device" in capsys.readouterr().err
+    assert "--device must be a torch device such as 'cpu' or 'cuda', got 'banana'" in capsys.readouterr().err
     if not torch.cuda.is_available():
         assert main([*base, "--generator", "digits8:3", "--device", "cuda"]) == 2
-        assert "--device 'cuda': CUDA is not available" in capsys.readouterr().err
+        assert "--device='cuda' asks for CUDA, but torch.cuda.is_available() is False" in capsys.readouterr().err
 
 
 def test_global_commands_name_unknown_datasets_and_untrained_weights(monkeypatch, tmp_path, capsys):

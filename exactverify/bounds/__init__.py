@@ -43,6 +43,12 @@ def check_device(device, name: str = "device") -> torch.device:
                                     "(no GPU, or a torch build without CUDA); use 'cpu'")
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
             raise InvalidInputError(f"{name}={device!r}: there are only {torch.cuda.device_count()} CUDA device(s)")
+    elif parsed.type != "cpu":
+        try:
+            torch.empty(0, device=parsed)
+        except (RuntimeError, AssertionError) as exc:
+            raise InvalidInputError(f"{name}={device!r}: torch {torch.__version__} cannot use this device "
+                                    "(use 'cpu' or 'cuda')") from exc
     return parsed
 
 
