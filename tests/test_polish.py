@@ -178,6 +178,8 @@ def test_a_point_short_of_the_margin_is_lifted_from_beyond_the_narrow_polishing_
     assert short.outcome == "not_robust" and not meets_margin(query, short)
     assert 1.1 > (1 + polish_module.RADIUS_SLACK) * short.distortion
     lifted = polish(query, short)
-    assert meets_margin(query, lifted) and lifted.distortion == pytest.approx(1.1, abs=1e-6)
+    # polishing asks for MARGIN_HEADROOM more, which costs 1e4 * headroom of distortion on this net
+    slack = 1e4 * 2 * polish_module.MARGIN_HEADROOM
+    assert meets_margin(query, lifted) and 1.1 - 1e-9 <= lifted.distortion <= 1.1 + slack
     monkeypatch.setattr(polish_module, "SHORT_RADIUS_SLACK", polish_module.RADIUS_SLACK)
     assert not meets_margin(query, polish(query, short))

@@ -146,10 +146,9 @@ def test_minimal_distortion_near_a_logit_tie_brackets_the_oracle(norm):
     the upper bound: the lower bounds are proofs for the margin, and such a point once left the
     bracket empty (``unknown``: "certified radius exceeds a re-checked counterexample"; a random
     4-8-3 net, distortion 1.5e-3). Every bracket must hold the oracle's minimum at the margin,
-    and every counterexample must beat the other classes by the margin in float64 (up to the
-    named tolerance)."""
+    and every counterexample must beat the other classes by the margin in float64."""
     from exactverify.queries.checks import make_query
-    from exactverify.queries.stages import MARGIN_TOLERANCE, Finding, meets_margin
+    from exactverify.queries.stages import Finding, meets_margin
 
     network = tiny_net_4()
     for x in near_tie_points(network, 4):
@@ -161,7 +160,56 @@ def test_minimal_distortion_near_a_logit_tie_brackets_the_oracle(norm):
         query = make_query(network, x, norm, None, None, (0.0, 1.0), MARGIN)
         logits = network.forward(np.asarray(res.counterexample)[None]).numpy()[0]
         assert meets_margin(query, Finding("not_robust", "", res.counterexample, res.upper, logits=logits))
-        assert np.delete(logits, label).max() - logits[label] >= MARGIN - MARGIN_TOLERANCE
+        assert np.delete(logits, label).max() - logits[label] >= MARGIN
+
+
+def flat_logit_net():
+    """A 2-5-5-3 net with batch norm and a last layer scaled by ~0.01 (found by fuzzing): its logits
+    change slowly, so a point short of the margin by SCIP's tolerance lies far below the minimum."""
+    from exactverify.ir import Dense, ElementwiseAffine, Network, ReLU
+
+    w1 = [[-1.12919282913208, -2.441866636276245], [0.7653914093971252, -0.759709358215332],
+          [0.26699620485305786, 0.7017808556556702], [0.2921213209629059, -0.19809308648109436],
+          [0.658771276473999, 0.519957423210144]]
+    b1 = [-5.299505710601807, -5.8257904052734375, -5.196220397949219, -5.338658332824707, -6.468005180358887]
+    w2 = [[-1.6811071634292603, -0.3995734751224518, -1.4327367544174194, 0.19294245541095734, 1.8133574724197388],
+          [-0.8917145133018494, 0.7895488142967224, 0.7744269371032715, 0.6402848958969116, -0.22629012167453766],
+          [-0.15511152148246765, 0.13576708734035492, 0.20712397992610931, 0.15661144256591797, 0.7790016531944275],
+          [-0.1264176368713379, 0.546694815158844, 0.3043578565120697, -1.12174654006958, -0.9157117605209351],
+          [0.5673601031303406, 0.48441872000694275, 1.0824052095413208, -2.2349722385406494, 0.6137257814407349]]
+    b2 = [-1.2062408924102783, -0.028096243739128113, -1.240312099456787, 0.6741409301757812, -0.42940470576286316]
+    gamma = np.array([0.870277464389801, 1.0776172876358032, 1.776484727859497, 0.1155872493982315, 0.724292516708374])
+    beta = np.array([0.307877779006958, -0.31981825828552246, 0.3113285303115845, -0.1274401843547821,
+                     -0.17547908425331116])
+    mean = np.array([0.10510039329528809, 0.42164158821105957, 0.28675171732902527, 0.8987926840782166,
+                     -0.014819194562733173])
+    var = np.array([1.9438036680221558, 1.9195369482040405, 1.8759338855743408, 1.3473552465438843,
+                    0.919979453086853])
+    scale = gamma / np.sqrt(var + 1e-5)
+    w3 = [[0.001727866679430008, -0.00341293066740036, 0.01519846796989441, -0.003604024946689606,
+           0.01196805715560913],
+          [0.01099738359451294, -0.0020128899812698366, 0.013971295356750488, 0.018472524881362914,
+           0.0065932518243789675],
+          [0.008903562426567077, -0.017331005334854127, 0.006095007658004761, 0.011320763826370239,
+           0.018614751100540162]]
+    b3 = [-0.002099974453449249, 0.0012133493274450301, 0.006168121099472046]
+    return Network((2,), (Dense(np.array(w1), np.array(b1)), ReLU(), Dense(np.array(w2), np.array(b2)),
+                          ElementwiseAffine(scale, beta - mean * scale), ReLU(), Dense(np.array(w3), np.array(b3))))
+
+
+@pytest.mark.parametrize("backend", ["scip", "ortools"])
+def test_flat_logits_bracket_the_minimum_at_the_margin(backend):
+    """SCIP's optimum beat the other classes by 9.38e-6 < margin 1e-5 and, accepted as the upper
+    bound, gave an "optimal" bracket [4.7446042, 4.7446052] 1.1e-4 below the oracle's minimum at
+    the margin (4.7447159), disjoint from OR-Tools' bracket. Every bracket must hold it."""
+    network = flat_logit_net()
+    x = np.array([0.667, -2.898])
+    d_star = oracles.min_distortion(network, x, "linf", margin=MARGIN).distance
+    res = ev.minimal_distortion(network, x, "linf", method="direct", tol=1e-4, backend=backend,
+                                time_limit=TIME_LIMIT)
+    assert res.lower - BOUND_TOL <= d_star <= res.upper + BOUND_TOL, (d_star, res.lower, res.upper, res.status)
+    logits = network.forward(np.asarray(res.counterexample)[None]).numpy()[0]
+    assert np.delete(logits, res.label).max() - logits[res.label] >= MARGIN
 
 
 def tiny_net_4():
@@ -173,18 +221,19 @@ def tiny_net_4():
 
 def test_meets_margin_rejects_points_that_win_by_less_than_the_margin():
     from exactverify.queries.checks import make_query
-    from exactverify.queries.stages import MARGIN_TOLERANCE, Finding, meets_margin
+    from exactverify.queries.stages import Finding, margin_shortfall, meets_margin
 
     network = tiny_net_4()
     x = near_tie_points(network, 1)[0]
     query = make_query(network, x, "linf", None, None, (0.0, 1.0), MARGIN)
     label = query.label
-    for lead, expected in ((2 * MARGIN, True), (MARGIN, True), (MARGIN - MARGIN_TOLERANCE / 2, True),
-                           (MARGIN - 2 * MARGIN_TOLERANCE, False), (MARGIN / 2, False), (1e-12, False)):
+    for lead in (2 * MARGIN, MARGIN, MARGIN - 1e-9, MARGIN - 6e-7, MARGIN / 2, 1e-12):
         logits = np.zeros(3)
-        logits[label] = 0.3
-        logits[(label + 1) % 3] = 0.3 + lead
-        assert meets_margin(query, Finding("not_robust", "", x, 0.0, logits=logits)) is expected
+        logits[label] = 0.0
+        logits[(label + 1) % 3] = lead
+        finding = Finding("not_robust", "", x, 0.0, logits=logits)
+        assert meets_margin(query, finding) is (lead >= MARGIN)
+        assert margin_shortfall(query, finding) == pytest.approx(max(MARGIN - lead, 0.0), abs=1e-15)
     assert not meets_margin(query, None)
     assert not meets_margin(query, Finding("unknown", "", x, 0.0, logits=logits))
 

@@ -132,7 +132,7 @@ def _search(query, norm: str, method: str, tol: float, backend: str, bounds_meth
     snapshot.append(lambda reason: result(lower, upper, point, "unknown", reason, attack_distortion))
 
     centre = accept_point(query, query.x, 0.0, "centre")
-    if centre.outcome == "not_robust":
+    if meets_margin(query, centre):  # (a centre the other class wins by less is searched from like any)
         return result(0.0, 0.0, centre.point, "optimal", "the centre itself is adversarial")
 
     eps_max = query.max_radius()
