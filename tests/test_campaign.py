@@ -284,6 +284,8 @@ def test_argument_and_store_errors(tmp_path):
     run_campaign([{"id": "a", "kind": "toy", "n": 0}], WORKER, store, progress=False)
     with pytest.raises(InvalidInputError, match="'a' is stored with other parameters"):
         run_campaign([{"id": "a", "kind": "toy", "n": 1}], WORKER, store, progress=False)
+    with pytest.raises(StoreError, match="is a directory; give a .jsonl file path"):
+        ResultStore(tmp_path)
     with ResultStore(store), pytest.raises(StoreError, match="in use by another campaign"):
         run_campaign([{"id": "b", "kind": "toy", "n": 0}], WORKER, store, progress=False)
     assert query_id({"n": 1, "m": 2}) == query_id({"m": 2, "n": 1}) != query_id({"n": 2, "m": 2})

@@ -265,3 +265,22 @@ def test_missing_weights_are_an_exactverify_error_and_still_a_file_not_found_err
     assert isinstance(caught.value, FileNotFoundError)
     with pytest.raises(ExactVerifyError, match="missing at"):
         gm.classifier_info("small", root=tmp_path)
+
+
+def test_weights_that_are_not_a_safe_state_dict_are_refused_without_running_them(tmp_path):
+    """A pickle with a __reduce__ payload in place of a generator's weights: refused by
+    weights_only=True with a LoadMismatchError (torch's own message suggests weights_only=False)."""
+    import pickle
+
+    from exactverify.errors import LoadMismatchError
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (tmp_path / gm.generator_file(3, "mnist")).write_bytes(pickle.dumps(Payload(), protocol=2))
+    with pytest.raises(LoadMismatchError, match="not a state_dict that loads with weights_only=True"):
+        gm.load_generator(3, root=tmp_path)
+    assert not marker.exists()

@@ -173,6 +173,8 @@ def test_bad_arguments_are_named() -> None:
         global_robustness(gen, cls, label, 0.1, samples=0)
     with pytest.raises(InvalidInputError, match="label"):
         Cascade(network, 7, 0.1)
+    with pytest.raises(InvalidInputError, match="label=True is not a class index"):
+        Cascade(network, True, 0.1)  # a bool is not taken for class 1
     with pytest.raises(InvalidInputError, match="latents"):
         Cascade(network, label, 0.1).run(torch.zeros(4, 5))
     with pytest.raises(InvalidInputError, match="NaN"):

@@ -144,6 +144,8 @@ class ResultStore:
 
     def __init__(self, store: str | os.PathLike) -> None:
         self.path = Path(store)
+        if self.path.is_dir():
+            raise StoreError(f"store {str(self.path)!r} is a directory; give a .jsonl file path")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(str(self.path) + LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, 0o644)
         try:

@@ -150,7 +150,12 @@ def _weights_path(name: str, dataset: str, root, what: str, train_args: str) -> 
 
 
 def _load_into(model: nn.Sequential, path: Path) -> nn.Sequential:
-    state = torch.load(path, weights_only=True, map_location="cpu")
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors alike: the file is refused
+        raise LoadMismatchError(f"weights at {path} are not a state_dict that loads with weights_only=True "
+                                f"(nothing in them is executed; retrain or replace the file): "
+                                f"{type(exc).__name__}") from exc
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

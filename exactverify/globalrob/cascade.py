@@ -161,7 +161,8 @@ class Cascade:
         self.eps = check_eps(eps)
         if self.eps == 0:
             raise InvalidInputError("eps must be > 0 for a neighbourhood property")
-        if not (isinstance(label, (int, np.integer)) and 0 <= int(label) < network.output_size):
+        if isinstance(label, bool) or not (isinstance(label, (int, np.integer))
+                                           and 0 <= int(label) < network.output_size):
             raise InvalidInputError(f"label={label!r} is not a class index in [0, {network.output_size})")
         self.network, self.label, self.model = network, int(label), model
         self.spec = other_class_wins(self.label, network.output_size, self.options.margin)
