@@ -212,6 +212,27 @@ def test_flat_logits_bracket_the_minimum_at_the_margin(backend):
     assert np.delete(logits, res.label).max() - logits[res.label] >= MARGIN
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_scaled_down_logits_keep_every_bracket_around_the_oracle(seed):
+    """Random nets whose last layer is scaled by 1e-3 (flat logits, where a solver's tolerance
+    is a large distance): brackets of both methods and norms hold the oracle's minimum at the margin."""
+    from conftest import point_with_gap, tiny_net
+
+    from exactverify.ir import Dense, Network
+
+    base = tiny_net(300 + seed, (2,), (5, 4), 3, (-1.0, 1.0))
+    last = base.layers[-1]
+    network = Network(base.input_shape, (*base.layers[:-1], Dense(last.weight * 1e-3, last.bias * 1e-3)),
+                      base.input_domain, f"flat{seed}")
+    x = point_with_gap(network, seed, min_gap=1e-4)
+    for norm in NORMS:
+        d_star = oracles.min_distortion(network, x, norm, margin=MARGIN).distance
+        for method in ("direct", "bisection"):
+            res = ev.minimal_distortion(network, x, norm, method=method, tol=1e-3, time_limit=TIME_LIMIT)
+            assert res.lower - BOUND_TOL <= d_star <= res.upper + BOUND_TOL, (norm, method, d_star, res.lower,
+                                                                             res.upper, res.status)
+
+
 def tiny_net_4():
     """A 4-8-3 ReLU net (domain [0, 1]^4) with logit ties inside its domain."""
     from conftest import tiny_net
