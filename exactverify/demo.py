@@ -53,11 +53,12 @@ def correct_test_images(network=None) -> list[int]:
     return [i for i in range(len(x_test)) if predictions[i] == y_test[i]]
 
 
-def check_images(images, name: str = "images") -> int:
-    """``images`` must be an int in 1..(correctly classified test images); ``name`` is used in errors."""
+def check_images(images, name: str = "images", available: int | None = None) -> int:
+    """``images`` must be an int in 1..``available`` (the correctly classified test images, counted
+    here unless given); ``name`` is used in errors."""
     if isinstance(images, bool) or not isinstance(images, (int, np.integer)):
         raise InvalidInputError(f"{name} must be an int, got {images!r}")
-    available = len(correct_test_images())
+    available = len(correct_test_images()) if available is None else available
     if not 1 <= images <= available:
         raise InvalidInputError(f"{name} must be in 1..{available} (the correctly classified test images), "
                                 f"got {images}")
@@ -68,11 +69,11 @@ def run_demo(images: int = 3, out: str | Path = "demo.png", json_path: str | Pat
              backend: str = "scip", time_limit: float = 60.0, tol: float = 1e-3, norms=("linf", "l1"),
              quiet: bool = False) -> list[dict]:
     """Run the demo; returns one row per (image, target, norm) query."""
-    images = check_images(images)
     module = digits_network()
     network = load(module, input_shape=(64,))
     _, _, x_test, y_test = load_digits_data()
-    chosen = correct_test_images(network)[:images]
+    correct = correct_test_images(network)
+    chosen = correct[:check_images(images, available=len(correct))]
     rows: list[dict] = []
     jobs = [(i, t, norm) for i in chosen for norm in norms for t in range(10) if t != y_test[i]]
     pgd_cache = {}

@@ -335,7 +335,7 @@ def test_cli_refuses_non_onnx_models_before_loading_them(tmp_path, capsys):
     nnet.write_text("// not read: refused by its suffix\n")
     prop = str(DATA / "box_sat.vnnlib")
     assert main(["vnncomp", str(nnet), prop, "--timeout", "10"]) == 2
-    assert f"MODEL {str(nnet)!r} is not an .onnx file" in capsys.readouterr().err
+    assert f"onnx_path {str(nnet)!r} is not an .onnx file" in capsys.readouterr().err
     with pytest.raises(InvalidInputError, match="is not an .onnx file"):
         solve_instance(nnet, prop, timeout=5)
 
@@ -346,7 +346,7 @@ def test_cli_and_solver_refuse_unbounded_timeouts(onnx_path, tmp_path, capsys):
     prop = str(DATA / "box_sat.vnnlib")
     for timeout in ("inf", "nan", "0"):
         assert main(["vnncomp", onnx_path, prop, "--timeout", timeout]) == 2
-        assert "--timeout must be a finite number of seconds > 0" in capsys.readouterr().err
+        assert "timeout must be a finite positive number of seconds" in capsys.readouterr().err
     with pytest.raises(InvalidInputError, match="finite positive"):
         solve_instance(onnx_path, prop, timeout=float("inf"))
     instances = tmp_path / "instances.csv"

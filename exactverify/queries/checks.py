@@ -159,8 +159,9 @@ def check_domain(domain, input_shape: tuple[int, ...]) -> tuple[np.ndarray, np.n
     return ends[0], ends[1]
 
 
-def check_model(model: torch.nn.Module, network: Network, point: np.ndarray) -> None:
-    """The user's re-check model must take ``x`` in the network's input shape and give its logits."""
+def run_model(model: torch.nn.Module, point: np.ndarray):
+    """The user's model on one point (batch of one), in eval mode and its own dtype and device;
+    its training flag is restored afterwards."""
     param = next(model.parameters(), None)
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     device = param.device if param is not None else torch.device("cpu")
@@ -168,12 +169,18 @@ def check_model(model: torch.nn.Module, network: Network, point: np.ndarray) -> 
     try:
         model.eval()
         with torch.no_grad():
-            out = model(torch.as_tensor(point, dtype=dtype, device=device)[None])
+            return model(torch.as_tensor(point, dtype=dtype, device=device)[None])
+    finally:
+        model.train(was_training)
+
+
+def check_model(model: torch.nn.Module, network: Network, point: np.ndarray) -> None:
+    """The user's re-check model must take ``x`` in the network's input shape and give its logits."""
+    try:
+        out = run_model(model, point)
     except Exception as exc:  # noqa: BLE001 - any failure means the model does not fit the network
         raise ShapeMismatchError(f"model does not accept x of the network's input shape {network.input_shape} "
                                  f"with a batch dimension ({type(exc).__name__}: {exc})") from exc
-    finally:
-        model.train(was_training)
     if not isinstance(out, torch.Tensor) or out.numel() != network.output_size:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ShapeMismatchError(f"model gives {shape} for one input; the network has {network.output_size} outputs")
@@ -284,14 +291,6 @@ def recheck(query: Query, point: np.ndarray) -> tuple[bool, bool | None, np.ndar
     ir_ok = bool(misclassified(query, logits)[0])
     model_ok = None
     if query.model is not None:
-        model = query.model
-        param = next(model.parameters(), None)
-        dtype = param.dtype if param is not None else torch.float32
-        device = param.device if param is not None else torch.device("cpu")
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            out = model(torch.as_tensor(point, dtype=dtype, device=device)[None]).to(torch.float64).cpu()
-        model.train(was_training)
+        out = run_model(query.model, point).to(torch.float64).cpu()
         model_ok = bool(misclassified(query, out)[0])
     return ir_ok, model_ok, logits.reshape(-1).numpy()
