@@ -397,6 +397,20 @@ def test_a_huge_eps_clipped_to_a_finite_domain_gives_finite_bounds() -> None:
     assert all(torch.isfinite(t).all() for t in (*result.lower, *result.upper))
 
 
+@pytest.mark.parametrize("method", ["interval", "crown", "alpha", "forward"])
+def test_bounds_that_overflow_to_nan_are_an_input_error(method: str) -> None:
+    """A finite but huge ball on a large-weight net overflows float64 (inf - inf = NaN):
+    refused naming eps, not returned as NaN bounds; a smaller eps stays finite."""
+    rng = np.random.default_rng(0)
+    layers = [ir.Dense(layer.weight * 1e30, layer.bias * 1e30) if isinstance(layer, ir.Dense) else layer
+              for layer in mlp_relu(rng).layers]
+    network = ev.Network((4,), layers)
+    with pytest.raises(InvalidInputError, match=r"overflowed float64 \(NaN\).*smaller eps"):
+        ev.bounds(network, ev.linf_ball(np.zeros(4), 1e300), method=method)
+    result = ev.bounds(network, ev.linf_ball(np.zeros(4), 1e200), method=method)
+    assert not any(torch.isnan(t).any() for t in (*result.lower, *result.upper))
+
+
 @pytest.mark.parametrize(("method", "options", "message"), [
     ("milp", {"threads": 0}, "threads must be an int >= 1, got 0"),
     ("milp", {"threads": 2.5}, "threads must be an int >= 1, got 2.5"),

@@ -22,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from exactverify import ir
 from exactverify.errors import InvalidInputError, LoadMismatchError, ShapeMismatchError, UnsupportedLayerError
-from exactverify.loaders import ONNX_ATOL, ONNX_RTOL, check_against, load
+from exactverify.loaders import ONNX_ATOL, ONNX_FLOAT16_ATOL, ONNX_FLOAT16_RTOL, ONNX_RTOL, check_against, load
 from exactverify.loaders.onnx_loader import run_onnx
 from exactverify.transforms import fold_affine, fold_into_next, fold_into_previous, merge_dense
 
@@ -408,6 +408,15 @@ def test_onnx_asymmetric_pads_and_wrong_input_shape(tmp_path):
         load(path, (4,))
 
 
+@pytest.mark.parametrize("input_shape", [None, (3,)])
+def test_onnx_input_without_a_batch_dimension_is_named(input_shape):
+    """A rank-1 graph input has no batch dimension to drop: said so, with or without input_shape."""
+    model = _graph_model([helper.make_node("Relu", ["x"], ["y"])], {}, [3], [3])
+    with pytest.raises(InvalidInputError, match=r"graph input 'x' has shape \[3\], a single dimension and no batch "
+                                                r"dimension.*\[1, 3\]"):
+        load(model, input_shape)
+
+
 def test_onnx_nan_initializer_names_the_node(tmp_path):
     weight = np.ones((3, 2))
     weight[0, 1] = np.nan
@@ -636,6 +645,33 @@ def test_nnet_with_a_huge_input_domain_is_checked_on_a_finite_sub_box(tmp_path):
     np.testing.assert_array_equal(network.input_domain[1], [1e308, 1e308])
 
 
+def test_nnet_with_a_negative_range_maps_its_domain_in_both_units(tmp_path):
+    """A negative input range flips the normalised domain's ends; both loads agree through the map."""
+    text = (DATA / "tiny.nnet").read_text().replace("10.0,2.0,4.0,", "-10.0,2.0,4.0,")
+    path = tmp_path / "flipped.nnet"
+    path.write_text(text)
+    normalised, raw = load(path, normalized=True), load(path)
+    np.testing.assert_allclose(normalised.input_domain[0], [-0.5, -0.5])
+    np.testing.assert_allclose(normalised.input_domain[1], [0.5, 0.5])
+    x_raw = np.random.default_rng(0).uniform(raw.input_domain[0], raw.input_domain[1], size=(8, 2))
+    x_normalised = (x_raw - [5.0, 0.0]) / [-10.0, 2.0]
+    np.testing.assert_allclose((_ir_out(normalised, x_normalised) * 4.0 + 1.0), _ir_out(raw, x_raw), atol=1e-12)
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("0.0,-1.0,\n10.0,1.0,", "0.0,2.0,\n10.0,1.0,", "input 1 has minimum 2 above its maximum 1"),
+    ("10.0,2.0,4.0,", "10.0,0.0,4.0,",
+     r"normalisation range 1 is zero \(entries 0-1 are the inputs', 2 the outputs'\)"),
+])
+def test_nnet_header_errors_name_the_entry(tmp_path, old, new, message):
+    path = tmp_path / "bad.nnet"
+    text = (DATA / "tiny.nnet").read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    with pytest.raises(InvalidInputError, match=message):
+        load(path)
+
+
 def test_check_against_names_non_finite_outputs_instead_of_a_nan_deviation():
     network = ir.Network((2,), (ir.Dense(np.eye(2), np.zeros(2)),), name="net")
     with pytest.raises(LoadMismatchError, match="net: the source gives NaN or infinite outputs"):
@@ -651,3 +687,44 @@ def test_check_against_names_non_finite_outputs_instead_of_a_nan_deviation():
 def test_load_tolerances_must_be_numbers(options, message):
     with pytest.raises(InvalidInputError, match=message):
         load(DATA / "tiny.nnet", **options)
+
+
+def _float16_mlp() -> onnx.ModelProto:
+    """A 20-50-3 Gemm/Relu/Gemm model computed in float16 by onnxruntime."""
+    rng = np.random.default_rng(0)
+    weights = {"W1": rng.normal(size=(50, 20)) / 4.5, "b1": rng.normal(size=50),
+               "W2": rng.normal(size=(3, 50)) / 7.0, "b2": rng.normal(size=3)}
+    nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["z"], transB=1), helper.make_node("Relu", ["z"], ["r"]),
+             helper.make_node("Gemm", ["r", "W2", "b2"], ["y"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "fp16", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 20])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 3])],
+        [numpy_helper.from_array(value.astype(np.float16), name) for name, value in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def test_float16_onnx_model_loads_with_float16_tolerances():
+    """onnxruntime computes a float16 model in float16 (rounding ~1e-3 of the outputs), which the
+    float32 tolerances refused; its own tolerances accept it and the IR holds its exact weights."""
+    model = _float16_mlp()
+    with pytest.raises(LoadMismatchError, match="deviates"):
+        load(model, rtol=ONNX_RTOL, atol=ONNX_ATOL)
+    network = load(model)
+    x = np.random.default_rng(1).uniform(-1, 1, size=(16, 20)).astype(np.float16)
+    reference = run_onnx(model, x)
+    ours = _ir_out(network, x.astype(np.float64))
+    assert np.max(np.abs(ours - reference)) <= ONNX_FLOAT16_ATOL + ONNX_FLOAT16_RTOL * np.max(np.abs(reference))
+    assert network.layers[0].weight.dtype == np.float64
+
+
+def test_float16_tolerances_still_catch_a_wrong_translation():
+    """A mistranslated layer gives O(1) deviations, far beyond the float16 tolerances."""
+    model = _float16_mlp()
+    network = load(model)
+    wrong = ir.Network(network.input_shape, [network.layers[0], network.layers[1],
+                                             ir.Dense(network.layers[2].weight * 1.1, network.layers[2].bias)])
+    with pytest.raises(LoadMismatchError, match="deviates"):
+        check_against(wrong, lambda x: run_onnx(model, x), samples=64, rtol=ONNX_FLOAT16_RTOL,
+                      atol=ONNX_FLOAT16_ATOL, dtype=np.float16)

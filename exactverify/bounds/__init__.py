@@ -117,4 +117,17 @@ def bounds(network: Network, region: Region, method: str = "crown", device=None,
     if region.lower.is_cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
+    _check_finite(lowers, uppers, region)
     return BoundsResult(network, method, tuple(lowers), tuple(uppers), seconds)
+
+
+def _check_finite(lowers, uppers, region: Region) -> None:
+    """Refuse bounds that overflowed float64 into NaN (``inf - inf`` on a huge region of a
+    large-weight network): a NaN bound is no bound, and returning it would leave the caller
+    to find out from a solver. Infinite bounds stay (they are sound, merely useless)."""
+    for i, (low, up) in enumerate(zip(lowers, uppers, strict=True)):
+        if bool(torch.isnan(low).any() or torch.isnan(up).any()):
+            widest = float((region.upper - region.lower).abs().max())
+            raise InvalidInputError(
+                f"bounds[{i}] overflowed float64 (NaN) on this region (input box up to {widest:.3g} wide): "
+                "eps is too large for the network's weights; give an input domain or a smaller eps")

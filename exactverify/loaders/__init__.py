@@ -11,7 +11,8 @@ Tolerances (deviation allowed: ``atol + rtol * max |reference output|``):
 * ONNX: onnxruntime computes in the model's type, usually float32 (about 7 significant
   digits, with rounding growing with depth and width): ``ONNX_RTOL = 1e-4``,
   ``ONNX_ATOL = 1e-5``. Structural errors (wrong transpose, padding, axis) give O(1)
-  deviations and are still caught.
+  deviations and are still caught. A float16 model (about 3 significant digits) gets
+  ``ONNX_FLOAT16_RTOL = 1e-2``, ``ONNX_FLOAT16_ATOL = 1e-3`` and float16 check inputs.
 * .nnet: the reference is a numpy float64 pass of the parsed file: ``NNET_RTOL = NNET_ATOL = 1e-9``.
 """
 
@@ -29,6 +30,8 @@ TORCH_RTOL = 1e-8
 TORCH_ATOL = 1e-8
 ONNX_RTOL = 1e-4
 ONNX_ATOL = 1e-5
+ONNX_FLOAT16_RTOL = 1e-2
+ONNX_FLOAT16_ATOL = 1e-3
 NNET_RTOL = 1e-9
 NNET_ATOL = 1e-9
 #: Seed of the random check inputs, so that a load is reproducible.
@@ -90,7 +93,7 @@ def load(
 
             network, model = from_onnx(source, input_shape)
             reference_fn = lambda x: run_onnx(model, x, network.name)  # noqa: E731
-            tolerances, dtype = (ONNX_RTOL, ONNX_ATOL), np.float32
+            tolerances, dtype = _onnx_check_precision(model)
         else:
             from .nnet import from_nnet, run_nnet
 
@@ -105,6 +108,21 @@ def load(
             rtol=tolerances[0] if rtol is None else rtol, atol=tolerances[1] if atol is None else atol, dtype=dtype,
         )
     return network
+
+
+def _onnx_check_precision(model) -> tuple[tuple[float, float], type]:
+    """(rtol, atol) and the check inputs' dtype for an ONNX model, by its input's element type:
+    onnxruntime computes in that type, so a float16 model needs float16 tolerances."""
+    import onnx
+
+    from .onnx_loader import graph_input
+
+    elem_type = graph_input(model)[0].type.tensor_type.elem_type
+    if elem_type == onnx.TensorProto.FLOAT16:
+        return (ONNX_FLOAT16_RTOL, ONNX_FLOAT16_ATOL), np.float16
+    if elem_type == onnx.TensorProto.DOUBLE:
+        return (ONNX_RTOL, ONNX_ATOL), np.float64
+    return (ONNX_RTOL, ONNX_ATOL), np.float32
 
 
 def _validate(check_samples, rtol, atol) -> None:
@@ -199,6 +217,7 @@ def check_against(network: Network, reference, *, samples: int, rtol: float, ato
 
 
 __all__ = [
-    "CHECK_MAX_HALF_WIDTH", "CHECK_SEED", "NNET_ATOL", "NNET_RTOL", "ONNX_ATOL", "ONNX_RTOL", "TORCH_ATOL",
+    "CHECK_MAX_HALF_WIDTH", "CHECK_SEED", "NNET_ATOL", "NNET_RTOL", "ONNX_ATOL", "ONNX_FLOAT16_ATOL",
+    "ONNX_FLOAT16_RTOL", "ONNX_RTOL", "TORCH_ATOL",
     "TORCH_RTOL", "check_against", "check_inputs", "load",
 ]

@@ -91,9 +91,12 @@ def parse_nnet(path) -> NNetFile:
     means = np.array(lines.next("means", n_in + 1))
     ranges = np.array(lines.next("ranges", n_in + 1))
     if np.any(input_min > input_max):
-        raise InvalidInputError(f"{source}: an input minimum exceeds its maximum")
+        index = int(np.argmax(input_min > input_max))
+        raise InvalidInputError(f"{source}: input {index} has minimum {input_min[index]:g} above its maximum "
+                                f"{input_max[index]:g}")
     if np.any(ranges == 0):
-        raise InvalidInputError(f"{source}: a normalisation range is zero")
+        raise InvalidInputError(f"{source}: normalisation range {int(np.argmax(ranges == 0))} is zero "
+                                f"(entries 0-{n_in - 1} are the inputs', {n_in} the outputs')")
     weights, biases = [], []
     for layer in range(num_layers):
         n_prev, n_next = sizes[layer], sizes[layer + 1]
@@ -114,8 +117,9 @@ def nnet_network(parsed: NNetFile, *, normalized: bool = False, name: str = "nne
         layers.append(Dense(weight, bias))
         if index < len(parsed.weights) - 1:
             layers.append(ReLU())
-    if normalized:
-        domain = ((parsed.input_min - mean_in) / range_in, (parsed.input_max - mean_in) / range_in)
+    if normalized:  # the image of [min, max] under x -> (x - mean) / range (a negative range swaps its ends)
+        ends = ((parsed.input_min - mean_in) / range_in, (parsed.input_max - mean_in) / range_in)
+        domain = (np.minimum(*ends), np.maximum(*ends))
     else:
         layers.insert(0, ElementwiseAffine(1.0 / range_in, -mean_in / range_in))
         layers.append(ElementwiseAffine(parsed.ranges[n_in], parsed.means[n_in]))

@@ -59,6 +59,11 @@ def _dims(value: onnx.ValueInfoProto) -> list[int | None]:
 
 
 def _input_shape(value: onnx.ValueInfoProto, input_shape, source: str) -> tuple[int, ...]:
+    if len(_dims(value)) == 1:  # the first dimension is read as the batch: nothing would be left
+        raise InvalidInputError(
+            f"{source}: graph input {value.name!r} has shape {_dims(value)}, a single dimension and no batch "
+            "dimension; exactverify reads the first dimension as the batch, so re-export the model with a "
+            f"leading batch dimension (e.g. [1, {_dims(value)[0] or 'n'}])")
     dims = _dims(value)[1:]  # drop the batch dimension
     if input_shape is not None:
         given = tuple(int(s) for s in input_shape)
