@@ -159,3 +159,38 @@ def test_time_limit_bounds_every_stage():
                                    method="bisection", tol=1e-6, time_limit=1.0)
     assert result.status == "unknown" and result.lower <= result.upper
     assert result.seconds < 6.0
+
+
+def _relu_mlp(width: int) -> torch.nn.Sequential:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, width), torch.nn.ReLU(), torch.nn.Linear(width, width),
+                               torch.nn.ReLU(), torch.nn.Linear(width, 4))
+
+
+def test_case_split_neurons_count_relus_and_pools_not_affine_layers():
+    from exactverify.queries.checks import case_split_neurons
+
+    assert case_split_neurons(ev.load(_relu_mlp(16), input_shape=(8,))) == 32
+    conv = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+                               torch.nn.Linear(2 * 3 * 3, 3))
+    relu_inputs = pool_inputs = 2 * 6 * 6
+    assert case_split_neurons(ev.load(conv.eval(), input_shape=(1, 8, 8))) == relu_inputs + pool_inputs
+
+
+def test_z3_without_a_time_limit_on_a_larger_network_is_warned(recwarn):
+    """z3 is for tiny networks (Z3_SMALL_NETWORK); a query that may not end says so. The tiny eps is
+    proved by bounds, so the query itself ends at once."""
+    from exactverify.queries.checks import Z3_SMALL_NETWORK
+
+    x = np.full(8, 0.1)
+    with pytest.warns(UserWarning, match=r"backend 'z3' decides tiny networks only; .* 32 piecewise-linear neurons "
+                                         rf"\(more than Z3_SMALL_NETWORK = {Z3_SMALL_NETWORK}\).*pass time_limit"):
+        verdict = ev.verify(_relu_mlp(16), x, 1e-6, backend="z3")
+    assert verdict.status == "robust"
+    with pytest.warns(UserWarning, match="backend 'z3' decides tiny networks only"):
+        ev.minimal_distortion(_relu_mlp(16), x, backend="z3", time_limit=None, tol=10.0)
+    recwarn.clear()
+    ev.verify(_relu_mlp(16), x, 1e-6, backend="z3", time_limit=5)  # a time limit bounds it
+    ev.verify(_relu_mlp(8), x, 1e-6, backend="z3")  # 16 neurons: small enough
+    ev.verify(_relu_mlp(16), x, 1e-6, backend="scip")
+    assert not [w for w in recwarn if "z3" in str(w.message)]

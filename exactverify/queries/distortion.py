@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from ..errors import Interrupted, InvalidInputError
 from ..specs import DEFAULT_MARGIN
-from .checks import check_eps, check_threads, make_query
+from .checks import check_eps, check_threads, make_query, warn_unbounded_z3
 from .polish import polish
 from .results import DistortionResult, SolveRecord
 from .stages import (
@@ -102,6 +102,7 @@ def minimal_distortion(network, x, norm: str = "linf", target: int | None = None
     if backend == "z3" and method == "direct":
         raise InvalidInputError("method='direct' needs a MILP backend ('scip' or 'ortools'); z3 supports bisection")
     query = make_query(network, x, norm, target, label, domain, margin, model)
+    warn_unbounded_z3(query.network, backend, time_limit)
     snapshot: list = []  # set by _search: the result it would return now (bounds proved so far)
     try:
         return _search(query, norm, method, tol, backend, bounds_method, time_limit, threads, progress, start,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from ..errors import Interrupted, InvalidInputError
 from ..specs import DEFAULT_MARGIN
-from .checks import BACKENDS, BOUND_METHODS, check_eps, check_flag, check_threads, make_query
+from .checks import BACKENDS, BOUND_METHODS, check_eps, check_flag, check_threads, make_query, warn_unbounded_z3
 from .results import ReportingHistory, SolveRecord, Verdict, VerdictStatus
 from .stages import ATTACK_TIME_SHARE, Finding, accept_point, attack, solve_exact
 
@@ -51,6 +51,7 @@ def verify(network, x, eps, norm: str = "linf", target: int | None = None, *, la
     if progress is not None and not callable(progress):
         raise InvalidInputError(f"progress must be a callable taking a SolveRecord, got {type(progress).__name__}")
     query = make_query(network, x, norm, target, label, domain, margin, model)
+    warn_unbounded_z3(query.network, backend, time_limit)
     history: list[SolveRecord] = [] if progress is None else ReportingHistory(progress)
 
     try:
