@@ -15,20 +15,7 @@ import numpy as np
 
 from .errors import ExactVerifyError, Interrupted, InvalidInputError
 from .queries.checks import BOUND_METHODS
-
-BUILTIN_MODELS = ("digits", "mnist")
-
-
-def _network(name: str):
-    """A model path (.onnx / .nnet) or a built-in network name; returns (network, module, domain)."""
-    from . import zoo
-    from .loaders import load
-
-    if name in BUILTIN_MODELS:
-        module = zoo.digits_network() if name == "digits" else zoo.mnist_network()
-        size = 64 if name == "digits" else 784
-        return load(module, input_shape=(size,)), module, (0.0, 1.0)
-    return load(name), None, None
+from .zoo import BUILTIN_MODELS, resolve_model
 
 
 def parse_point(text: str) -> np.ndarray:
@@ -256,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from .queries import minimal_distortion, verify
 
-        network, module, builtin_domain = _network(args.model)
+        network, module, builtin_domain = resolve_model(args.model)
         domain = tuple(args.domain) if args.domain else builtin_domain
         x = _input(args)
         common = dict(norm=args.norm, target=args.target, label=args.label, domain=domain, backend=args.backend,

@@ -86,6 +86,23 @@ def mnist_network() -> nn.Sequential:
     return _load("mnist")
 
 
+#: Names the command line and campaign queries accept for the zoo networks.
+BUILTIN_MODELS = ("digits", "mnist")
+
+
+def resolve_model(name: str):
+    """A built-in network name or a model path (.onnx / .nnet) as ``(network, model, domain)``:
+    ``model`` is what counterexamples are re-checked on besides the IR (the zoo's torch module,
+    or the model file's own evaluation), ``domain`` the built-in networks' pixel box [0, 1]."""
+    from .loaders import load, load_source
+
+    if name in BUILTIN_MODELS:
+        module = _load(name)
+        return load(module, input_shape=(ARCHITECTURES[name][0],)), module, (0.0, 1.0)
+    network, source_model = load_source(name)
+    return network, source_model, None
+
+
 def network_info(name: str) -> dict:
     """The JSON sidecar of zoo network ``name`` ("digits" or "mnist"): accuracy, seed, versions."""
     if name not in WEIGHT_FILES:

@@ -194,3 +194,84 @@ def test_z3_without_a_time_limit_on_a_larger_network_is_warned(recwarn):
     ev.verify(_relu_mlp(8), x, 1e-6, backend="z3")  # 16 neurons: small enough
     ev.verify(_relu_mlp(16), x, 1e-6, backend="scip")
     assert not [w for w in recwarn if "z3" in str(w.message)]
+
+
+def _onnx_mlp(path, weights) -> None:
+    """Save the Dense/ReLU chain ``weights`` [(W, b), ...] as a float32 Gemm/Relu ONNX model."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits, name = [], [], "x"
+    for k, (w, b) in enumerate(weights):
+        inits += [numpy_helper.from_array(w.astype(np.float32), f"W{k}"),
+                  numpy_helper.from_array(b.astype(np.float32), f"b{k}")]
+        nodes.append(helper.make_node("Gemm", [name, f"W{k}", f"b{k}"], [f"z{k}"], transB=1))
+        name = f"z{k}"
+        if k < len(weights) - 1:
+            nodes.append(helper.make_node("Relu", [name], [f"r{k}"]))
+            name = f"r{k}"
+    nodes[-1].output[0] = "y"
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def _mlp_weights(seed: int = 3):
+    rng = np.random.default_rng(seed)
+    return [(rng.normal(size=(8, 4)), rng.normal(size=8)), (rng.normal(size=(3, 8)), rng.normal(size=3))]
+
+
+def test_a_model_path_re_checks_counterexamples_on_the_file_itself(tmp_path):
+    """For an ONNX path the counterexample is re-run by onnxruntime (model_validated), not only on the IR."""
+    from exactverify.loaders import SourceModel
+    from exactverify.queries.checks import as_network
+
+    path = tmp_path / "mlp.onnx"
+    _onnx_mlp(path, _mlp_weights())
+    network, source = as_network(str(path))
+    assert isinstance(source, SourceModel)
+    x = np.array([0.3, -0.2, 0.5, 0.1])
+    np.testing.assert_allclose(source(x[None]), network.forward(torch.as_tensor(x)[None]).numpy(), atol=1e-4)
+    result = ev.minimal_distortion(str(path), x, "linf", time_limit=60)
+    verdict = ev.verify(str(path), x, result.upper * 1.01)
+    assert verdict.status == "not_robust" and verdict.validated and verdict.model_validated is True
+    assert ev.verify(network, x, result.upper * 1.01).model_validated is None  # a Network alone has no source
+
+
+def test_a_source_that_disagrees_with_the_ir_turns_a_counterexample_into_unknown(tmp_path):
+    """A file evaluation that keeps the label (here: a stand-in whose logits favour it) makes the
+    IR's counterexample fail its re-check: unknown, never not_robust, never robust."""
+    from exactverify.loaders import SourceModel
+
+    path = tmp_path / "mlp.onnx"
+    _onnx_mlp(path, _mlp_weights())
+    network = ev.load(str(path))
+    x = np.array([0.3, -0.2, 0.5, 0.1])
+    label = int(network.forward(torch.as_tensor(x)[None]).argmax())
+    stubborn = SourceModel("stubborn", lambda points: np.eye(3)[[label] * len(points)] * 100.0)
+    verdict = ev.verify(network, x, 10.0, model=stubborn)
+    assert verdict.status == "unknown" and verdict.validated and verdict.model_validated is False
+    assert "failed the float64 re-check on the user's model" in verdict.reason
+
+
+def test_an_nnet_path_re_checks_on_the_parsed_file(tmp_path):
+    from pathlib import Path
+
+    from exactverify.loaders import SourceModel
+    from exactverify.queries.checks import as_network
+
+    network, source = as_network(Path(__file__).parent / "data" / "tiny.nnet")
+    assert isinstance(source, SourceModel)
+    x = np.array([[10.0, 0.5], [3.0, 1.0]])
+    np.testing.assert_allclose(source(x), [[5.0], [3.0]], atol=1e-12)  # hand-computed (tests/test_loaders.py)
+    np.testing.assert_allclose(network.forward(torch.as_tensor(x)).numpy(), [[5.0], [3.0]], atol=1e-12)
+
+
+def test_a_source_model_of_the_wrong_size_is_refused_at_the_entry():
+    from exactverify.loaders import SourceModel
+
+    network = ev.load(_relu_mlp(8), input_shape=(8,))
+    with pytest.raises(ev.ShapeMismatchError, match="model gives .* the network has 4 outputs"):
+        ev.verify(network, np.zeros(8), 0.1, model=SourceModel("two", lambda p: np.zeros((len(p), 2))))

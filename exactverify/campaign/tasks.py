@@ -16,7 +16,6 @@ import numpy as np
 
 from ..errors import InvalidInputError
 
-BUILTIN_MODELS = ("digits", "mnist")
 _OPTIONS = ("norm", "target", "label", "backend", "bounds_method", "time_limit", "threads")
 _COMMON_KEYS = ("id", "model", "x", "digits_index", "domain", *_OPTIONS)
 #: The keys a query of each built-in task may hold; any other key (a misspelled "target")
@@ -38,14 +37,10 @@ def check_query(query, task: str, where: str = "query") -> None:
 
 @lru_cache(maxsize=4)
 def _model(name: str):
-    """(network IR, torch module or None, domain or None) of a built-in name or a model path."""
-    from .. import zoo
-    from ..loaders import load
+    """:func:`~exactverify.zoo.resolve_model`, loaded once per worker process."""
+    from ..zoo import resolve_model
 
-    if name in BUILTIN_MODELS:
-        module = zoo.digits_network() if name == "digits" else zoo.mnist_network()
-        return load(module, input_shape=(zoo.ARCHITECTURES[name][0],)), module, (0.0, 1.0)
-    return load(name), None, None
+    return resolve_model(name)
 
 
 @lru_cache(maxsize=1)

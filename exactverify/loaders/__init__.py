@@ -18,6 +18,8 @@ Tolerances (deviation allowed: ``atol + rtol * max |reference output|``):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -67,10 +69,41 @@ def load(
     the deviation exceeds ``atol + rtol * max|reference|``; ``rtol``/``atol`` default to
     the per-format constants of this module.
     """
+    return load_source(source, input_shape, normalized=normalized, check=check, check_samples=check_samples,
+                       rtol=rtol, atol=atol)[0]
+
+
+@dataclass(frozen=True)
+class SourceModel:
+    """A model file's own evaluation, kept beside its IR: onnxruntime on the ONNX model (in its
+    own precision) or an independent numpy float64 pass of the parsed ``.nnet`` file. The
+    queries re-check every counterexample on it, as on a user's torch module."""
+
+    name: str
+    run: Callable[[np.ndarray], np.ndarray]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Outputs (B, n) as float64 for inputs ``x`` (B, ...)."""
+        return np.asarray(self.run(np.asarray(x, dtype=np.float64)), dtype=np.float64).reshape(len(x), -1)
+
+
+def load_source(
+    source,
+    input_shape=None,
+    *,
+    normalized: bool = False,
+    check: bool = True,
+    check_samples: int = 64,
+    rtol: float | None = None,
+    atol: float | None = None,
+) -> tuple[Network, SourceModel | None]:
+    """:func:`load`, plus the source's own evaluation for a model file or ``onnx.ModelProto``
+    (None for a torch module, whose module is the user's model, or a Network)."""
     _validate(check_samples, rtol, atol)
     input_shape = _shape_argument(input_shape)
     if isinstance(source, Network):
-        return source
+        return source, None
+    source_model = None
     if isinstance(source, torch.nn.Module):
         from .torch_loader import from_torch, run_torch
 
@@ -89,10 +122,10 @@ def load(
                 f"got {type(source).__name__}"
             )
         if kind == ".onnx":
-            from .onnx_loader import from_onnx, run_onnx
+            from .onnx_loader import from_onnx, onnx_runner
 
             network, model = from_onnx(source, input_shape)
-            reference_fn = lambda x: run_onnx(model, x, network.name)  # noqa: E731
+            reference_fn = onnx_runner(model, network.name)
             tolerances, dtype = _onnx_check_precision(model)
         else:
             from .nnet import from_nnet, run_nnet
@@ -102,12 +135,13 @@ def load(
             network, parsed = from_nnet(source, normalized=normalized)
             reference_fn = lambda x: run_nnet(parsed, x, normalized=normalized)  # noqa: E731
             tolerances, dtype = (NNET_RTOL, NNET_ATOL), np.float64
+        source_model = SourceModel(network.name, reference_fn)
     if check:
         check_against(
             network, reference_fn, samples=check_samples,
             rtol=tolerances[0] if rtol is None else rtol, atol=tolerances[1] if atol is None else atol, dtype=dtype,
         )
-    return network
+    return network, source_model
 
 
 def _onnx_check_precision(model) -> tuple[tuple[float, float], type]:
@@ -219,5 +253,5 @@ def check_against(network: Network, reference, *, samples: int, rtol: float, ato
 __all__ = [
     "CHECK_MAX_HALF_WIDTH", "CHECK_SEED", "NNET_ATOL", "NNET_RTOL", "ONNX_ATOL", "ONNX_FLOAT16_ATOL",
     "ONNX_FLOAT16_RTOL", "ONNX_RTOL", "TORCH_ATOL",
-    "TORCH_RTOL", "check_against", "check_inputs", "load",
+    "TORCH_RTOL", "SourceModel", "check_against", "check_inputs", "load", "load_source",
 ]

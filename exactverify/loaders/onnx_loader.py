@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -446,8 +447,10 @@ def from_onnx(source, input_shape=None) -> tuple[Network, onnx.ModelProto]:
     return _OnnxConverter(model, input_shape, name).convert(), model
 
 
-def run_onnx(model: onnx.ModelProto, x: np.ndarray, name: str | None = None) -> np.ndarray:
-    """Reference outputs (B, ...) from onnxruntime, else ``onnx.reference``, on float inputs ``x``.
+def onnx_runner(model: onnx.ModelProto, name: str | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """The model's own evaluation: ``run(x)`` gives outputs (B, ...) as float64 from onnxruntime
+    (else ``onnx.reference``) on float inputs ``x``, cast to the model's input type. The session
+    is made once, on the first call, so repeated re-checks of counterexamples cost a forward pass each.
 
     A model the runtime refuses or fails on raises InvalidInputError naming the model (``name``,
     else the graph's name) and the runtime's reason.
@@ -458,27 +461,44 @@ def run_onnx(model: onnx.ModelProto, x: np.ndarray, name: str | None = None) -> 
     )
     dims = _dims(value)
     per_sample = bool(dims) and dims[0] is not None
-    batches = [x[i:i + 1] for i in range(len(x))] if per_sample else [x]
     try:
         import onnxruntime as ort
     except ImportError:
         ort, runtime = None, "onnx.reference"
     else:
         runtime = "onnxruntime"
-    try:
-        if ort is not None:
-            session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-            run = lambda batch: session.run(None, {value.name: batch.astype(dtype)})[0]  # noqa: E731
-        else:
-            from onnx.reference import ReferenceEvaluator
 
-            evaluator = ReferenceEvaluator(model)
-            run = lambda batch: evaluator.run(None, {value.name: batch.astype(dtype)})[0]  # noqa: E731
-        outputs = [np.asarray(run(batch), dtype=np.float64) for batch in batches]
-    except Exception as exc:  # noqa: BLE001 - the runtimes raise their own types (e.g. onnxruntime's Fail)
+    def failed(exc: Exception) -> InvalidInputError:
         reason = _RUNTIME_NOISE.sub("", str(exc).strip()) or type(exc).__name__
-        raise InvalidInputError(
+        return InvalidInputError(
             f"{runtime} cannot run ONNX model {name or model.graph.name or 'onnx'}: {reason} "
             "(it checks the loaded network; load(..., check=False) skips the check)"
-        ) from exc
-    return np.concatenate([o.reshape(o.shape[0], -1) for o in outputs])
+        )
+
+    evaluate: list[Callable] = []  # made on the first call (a load with check=False never runs the model)
+
+    def make_evaluator() -> Callable:
+        if ort is not None:
+            session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+            return lambda batch: session.run(None, {value.name: batch.astype(dtype)})[0]
+        from onnx.reference import ReferenceEvaluator
+
+        evaluator = ReferenceEvaluator(model)
+        return lambda batch: evaluator.run(None, {value.name: batch.astype(dtype)})[0]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        batches = [x[i:i + 1] for i in range(len(x))] if per_sample else [x]
+        try:
+            if not evaluate:
+                evaluate.append(make_evaluator())
+            outputs = [np.asarray(evaluate[0](batch), dtype=np.float64) for batch in batches]
+        except Exception as exc:  # noqa: BLE001 - the runtimes raise their own types (e.g. onnxruntime's Fail)
+            raise failed(exc) from exc
+        return np.concatenate([o.reshape(o.shape[0], -1) for o in outputs])
+
+    return run
+
+
+def run_onnx(model: onnx.ModelProto, x: np.ndarray, name: str | None = None) -> np.ndarray:
+    """Outputs (B, ...) of ``model`` on ``x`` through :func:`onnx_runner` (one session per call)."""
+    return onnx_runner(model, name)(x)

@@ -25,6 +25,7 @@ import torch
 
 from ..errors import InvalidInputError, ShapeMismatchError
 from ..ir import Network
+from ..loaders import SourceModel
 from ..regions import DOMAIN_TOLERANCE, Region, ball
 from ..specs import OutputSpec, class_wins, other_class_wins
 
@@ -51,7 +52,7 @@ class Query:
     norm: str
     domain: tuple[np.ndarray, np.ndarray] | None
     margin: float
-    model: torch.nn.Module | None
+    model: torch.nn.Module | SourceModel | None  # the user's model, or the model file's own evaluation
 
     @property
     def num_classes(self) -> int:
@@ -76,16 +77,17 @@ class Query:
         return float(reach.max() if self.norm == "linf" else reach.sum())
 
 
-def as_network(network) -> tuple[Network, torch.nn.Module | None]:
-    """The IR of ``network`` plus the user's torch model (kept for the re-check), if any."""
+def as_network(network) -> tuple[Network, torch.nn.Module | SourceModel | None]:
+    """The IR of ``network`` plus what counterexamples are re-checked on besides it: the user's
+    torch module, or a model file's own evaluation (onnxruntime, or the parsed ``.nnet``)."""
     if isinstance(network, Network):
         return network, None
-    from ..loaders import load
+    from ..loaders import load, load_source
 
     if isinstance(network, torch.nn.Module):
         return load(network), network
     if isinstance(network, str) or hasattr(network, "__fspath__"):
-        return load(network), None
+        return load_source(network)
     raise InvalidInputError(
         f"network must be an exactverify Network, a torch nn.Module or a model path, got {type(network).__name__}"
     )
@@ -183,9 +185,11 @@ def check_domain(domain, input_shape: tuple[int, ...]) -> tuple[np.ndarray, np.n
     return ends[0], ends[1]
 
 
-def run_model(model: torch.nn.Module, point: np.ndarray):
+def run_model(model: torch.nn.Module | SourceModel, point: np.ndarray) -> torch.Tensor:
     """The user's model on one point (batch of one), in eval mode and its own dtype and device;
-    its training flag is restored afterwards."""
+    its training flag is restored afterwards. A model file's evaluation runs in the file's precision."""
+    if isinstance(model, SourceModel):
+        return torch.as_tensor(model(np.asarray(point)[None]))
     param = next(model.parameters(), None)
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     device = param.device if param is not None else torch.device("cpu")
@@ -198,7 +202,7 @@ def run_model(model: torch.nn.Module, point: np.ndarray):
         model.train(was_training)
 
 
-def check_model(model: torch.nn.Module, network: Network, point: np.ndarray) -> None:
+def check_model(model: torch.nn.Module | SourceModel, network: Network, point: np.ndarray) -> None:
     """The user's re-check model must take ``x`` in the network's input shape and give its logits."""
     try:
         out = run_model(model, point)
@@ -213,11 +217,12 @@ def check_model(model: torch.nn.Module, network: Network, point: np.ndarray) -> 
 def make_query(network, x, norm: str, target, label, domain, margin: float, model=None) -> Query:
     """Validate the arguments shared by every query entry point.
 
-    ``model`` is a torch module to re-check counterexamples on; it defaults to ``network``
-    itself when that is a module."""
+    ``model`` is a torch module (or a :class:`~exactverify.loaders.SourceModel`) to re-check
+    counterexamples on; it defaults to ``network`` itself when that is a module, and to the
+    file's own evaluation when ``network`` is a model path."""
     net, own_model = as_network(network)
-    if model is not None and not isinstance(model, torch.nn.Module):
-        raise InvalidInputError(f"model must be a torch nn.Module, got {type(model).__name__}")
+    if model is not None and not isinstance(model, torch.nn.Module | SourceModel):
+        raise InvalidInputError(f"model must be a torch nn.Module or a SourceModel, got {type(model).__name__}")
     model = model if model is not None else own_model
     if norm not in NORMS:
         raise InvalidInputError(f"norm must be one of {NORMS}, got {norm!r}")

@@ -52,7 +52,8 @@ class Verdict:
     """Answer of :func:`exactverify.verify`.
 
     ``validated`` is True when the counterexample passed the float64 re-check on the IR
-    (and on the user's model, when one was given: ``model_validated``); a counterexample
+    (and on the user's model: ``model_validated``, for a torch module or a model file given;
+    None when the network was given as a Network and no ``model``); a counterexample
     that fails it never becomes a ``not_robust`` verdict, and never a ``robust`` one.
     """
 
