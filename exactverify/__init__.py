@@ -15,7 +15,7 @@ from .errors import (
     UnsupportedLayerError,
 )
 from .ir import Network
-from .loaders import load
+from .loaders import SourceModel, load, load_source
 from .queries import DistortionResult, Verdict, VerdictStatus, minimal_distortion, verify
 from .regions import Region, ball, box, l1_ball, linf_ball
 from .specs import DEFAULT_MARGIN, Conjunction, OutputSpec, class_wins, other_class_wins
@@ -26,6 +26,6 @@ __all__ = [
     "BoundsResult", "Conjunction", "DEFAULT_MARGIN", "ExactVerifyError", "Interrupted", "InvalidInputError",
     "LoadMismatchError", "Network", "OutputSpec", "Region", "ShapeMismatchError", "SolverError",
     "UnsupportedLayerError", "ball", "bounds", "box", "class_wins", "compose", "ir", "l1_ball",
-    "linf_ball", "load", "other_class_wins", "DistortionResult", "Verdict", "VerdictStatus",
-    "minimal_distortion", "verify",
+    "linf_ball", "load", "load_source", "SourceModel", "other_class_wins", "DistortionResult", "Verdict",
+    "VerdictStatus", "minimal_distortion", "verify",
 ]
