@@ -147,7 +147,8 @@ def accept_point(query: Query, raw_point, eps: float, source: str) -> Finding:
     ir_ok, model_ok, logits = recheck(query, point)
     dist = distance(query, point)
     if ir_ok and model_ok is not False:
-        return Finding("not_robust", f"{source} counterexample re-checked in float64",
+        also = " and on the user's model" if model_ok else ""
+        return Finding("not_robust", f"{source} counterexample re-checked in float64{also}",
                        point, dist, ir_ok, model_ok, logits)
     where = "the IR" if not ir_ok else "the user's model"
     return Finding("unknown", f"{source} point failed the float64 re-check on {where}",
