@@ -87,17 +87,9 @@ class SourceModel:
         return np.asarray(self.run(np.asarray(x, dtype=np.float64)), dtype=np.float64).reshape(len(x), -1)
 
 
-def load_source(
-    source,
-    input_shape=None,
-    *,
-    normalized: bool = False,
-    check: bool = True,
-    check_samples: int = 64,
-    rtol: float | None = None,
-    atol: float | None = None,
-) -> tuple[Network, SourceModel | None]:
-    """:func:`load`, plus the source's own evaluation for a model file or ``onnx.ModelProto``
+def load_source(source, input_shape=None, *, normalized: bool = False, check: bool = True, check_samples: int = 64,
+                rtol: float | None = None, atol: float | None = None) -> tuple[Network, SourceModel | None]:
+    """:func:`load` (same arguments), plus the source's own evaluation for a model file or ``onnx.ModelProto``
     (None for a torch module, whose module is the user's model, or a Network)."""
     _validate(check_samples, rtol, atol)
     input_shape = _shape_argument(input_shape)
