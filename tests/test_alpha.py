@@ -115,3 +115,35 @@ def test_bound_minimisers_need_a_box_region() -> None:
     lowers, uppers = crown_bounds(network, region)
     with pytest.raises(InvalidInputError, match="with_points"):
         alpha_output_lower(network, region, lowers, uppers, with_points=True)
+
+
+def test_adam_matches_torch_optim_adam() -> None:
+    """The functional Adam of alpha-CROWN takes exactly torch.optim.Adam's steps."""
+    from exactverify.bounds.alpha import Adam
+
+    torch.manual_seed(0)
+    ours = torch.randn(5, 3, requires_grad=True)
+    theirs = ours.detach().clone().requires_grad_(True)
+    target = torch.randn(5, 3)
+    pairs = ((ours, Adam([ours], lr=0.05)), (theirs, torch.optim.Adam([theirs], lr=0.05)))
+    for _ in range(20):
+        for param, optimizer in pairs:
+            optimizer.zero_grad()
+            ((param - target) ** 3).abs().sum().backward()
+            optimizer.step()
+    torch.testing.assert_close(ours, theirs, rtol=0.0, atol=0.0)
+    assert not torch.equal(ours, target)  # it moved
+
+
+def test_alpha_bounds_do_not_import_torch_dynamo() -> None:
+    """torch.optim's step wrapper imports torch._dynamo on first use (over a second, unseen by a
+    query's time limit); alpha bounds in a fresh process must not pay it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, exactverify as ev\nfrom exactverify import zoo\n"
+            "net = ev.load(zoo.digits_network(), input_shape=(64,))\n"
+            "ev.bounds(net, ev.linf_ball(np.full(64, 0.5), 0.05, domain=(0, 1)), method='alpha')\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
