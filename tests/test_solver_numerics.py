@@ -129,3 +129,56 @@ def test_mnist_image_3_target_2_is_not_robust_below_the_wrong_optimum():
         logits = zoo.mnist_network().double()(torch.as_tensor(point)[None])[0].numpy()
     assert logits[2] > np.delete(logits, 2).max()
     assert np.abs(point - x).max() <= 0.0746 + 1e-9 and point.min() >= 0 and point.max() <= 1
+
+
+def large_valued_net(eps: float = 1e4, gap: float = 1e-4) -> tuple[ev.Network, np.ndarray]:
+    """A 2-9-3 net whose two leading logits grow to ~2e4 over the eps-ball of 0 and differ by at
+    most 3e-4: y0 = 1 + |z1| + |z2|, y1 = 1 - gap + |z1| + |z2| + s relu(z1 - eps/2) (both |.| as
+    ReLU pairs), s = 8 gap / eps. Class 1 beats class 0 by 3e-4 > margin at z = (eps, 0)."""
+    from exactverify import ir
+
+    w1 = np.array([[1.0, 0], [-1, 0], [0, 1], [0, -1]] * 2 + [[1.0, 0]])
+    b1 = np.zeros(9)
+    b1[8] = -eps / 2
+    w2 = np.zeros((3, 9))
+    w2[0, :4] = w2[1, 4:8] = 1.0
+    w2[1, 8] = 8 * gap / eps
+    layers = [ir.Dense(w1, b1), ir.ReLU(), ir.Dense(w2, np.array([1.0, 1.0 - gap, -5.0]))]
+    return ev.Network((2,), layers, name="large_valued"), np.array([eps, 0.0])
+
+
+def test_a_milp_infeasible_at_values_beyond_the_margin_resolution_is_no_proof():
+    """SCIP's slack-form decision called this ball robust (its relative tolerances at values ~2e4
+    swamp a 3e-4 lead); now that answer is unknown and says why, while z3 (exact) finds the point,
+    and a margin the solver can resolve is proved honestly (the lead 3e-4 is below it)."""
+    from exactverify.queries.stages import MARGIN_RESOLUTION
+
+    network, witness = large_valued_net()
+    logits = network.forward(torch.as_tensor(witness)[None])[0]
+    assert float(logits[1] - logits[0]) > 2e-4  # the ball is not robust at the default margin 1e-5
+    scip = ev.verify(network, np.zeros(2), 1e4, label=0, attack_first=False, time_limit=30)
+    assert scip.status == "unknown"
+    assert "not a proof: the network's values reach" in scip.reason and "MARGIN_RESOLUTION" in scip.reason
+    exact = ev.verify(network, np.zeros(2), 1e4, label=0, attack_first=False, backend="z3", time_limit=30)
+    assert exact.status == "not_robust" and exact.validated
+    resolvable = MARGIN_RESOLUTION * 4e4 * 2  # above the values' resolution, and above the 3e-4 lead
+    assert ev.verify(network, np.zeros(2), 1e4, label=0, margin=resolvable, attack_first=False,
+                     time_limit=30).status == "robust"
+
+
+def test_the_margin_resolution_guard_fires_only_beyond_its_ratio():
+    """``unresolvable_margin`` compares the margin with MARGIN_RESOLUTION times the largest |bound|."""
+    from exactverify.queries.checks import make_query
+    from exactverify.queries.stages import MARGIN_RESOLUTION, unresolvable_margin
+
+    network, _ = large_valued_net()
+    for eps, margin in [(1e4, 1e-5), (1e4, 1e-3), (1.0, 1e-5)]:
+        query = make_query(network, np.zeros(2), "linf", None, 0, None, margin)
+        net_bounds = bounds(network, query.region(eps), method="crown")
+        largest = max(float(t.abs().max()) for t in (*net_bounds.lower, *net_bounds.upper))
+        assert (unresolvable_margin(query, net_bounds) is None) == (margin >= MARGIN_RESOLUTION * largest)
+    digits = ev.load(zoo.digits_network(), input_shape=(64,))  # values ~1e2: the default margin resolves
+    query = make_query(digits, zoo.load_digits_data()[2][0], "linf", None, None, (0.0, 1.0), ev.DEFAULT_MARGIN)
+    assert unresolvable_margin(query, bounds(digits, query.region(0.2), method="crown")) is None
+    query = make_query(network, np.zeros(2), "linf", None, 0, None, ev.DEFAULT_MARGIN)
+    assert "values reach 2e+04" in unresolvable_margin(query, bounds(network, query.region(1e4), method="crown"))

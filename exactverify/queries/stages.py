@@ -86,6 +86,35 @@ def slack_options() -> dict:
             "params": dict(DECISION_PARAMS)}
 
 
+#: A MILP solver decides its rows up to tolerances relative to the values in them (SCIP: zero
+#: tolerance 1e-9, LP feasibility 1e-9 and 1e-6 relative to ``max(1, |value|)``), so its
+#: "infeasible" and its dual bounds resolve the spec's ``margin`` only where the margin is large
+#: against the encoding's values. On a net whose values reached 2e4, SCIP's slack-form decision
+#: called a ball robust whose best adversarial lead was 3e-4 (margin 1e-5; OR-Tools and z3 found
+#: the point, session-20 fuzz). Where ``margin < MARGIN_RESOLUTION * v``, ``v`` the largest
+#: ``|bound|`` of any value of the network on the region, a MILP's infeasible or dual bound is no
+#: proof: the answer is ``unknown`` (z3 decides in exact rational arithmetic and is not affected;
+#: bound-based proofs are sound in float64). The MNIST benchmark's regions reach ``v`` ~ 350 (a
+#: guard of 3.5e-6 against the default margin 1e-5); those failures began below ``margin / v`` =
+#: 1e-9.
+MARGIN_RESOLUTION = 1e-8
+
+
+def largest_value(net_bounds: BoundsResult) -> float:
+    """The largest ``|bound|`` of any value of the network (input included) on the region."""
+    return max(float(t.abs().max()) for t in (*net_bounds.lower, *net_bounds.upper) if t.numel())
+
+
+def unresolvable_margin(query: Query, net_bounds: BoundsResult) -> str | None:
+    """Why a MILP's infeasible cannot prove the query at these bounds (:data:`MARGIN_RESOLUTION`), or None."""
+    value = largest_value(net_bounds)
+    if query.margin >= MARGIN_RESOLUTION * value:
+        return None
+    return (f"not a proof: the network's values reach {value:.3g} on this region, where a MILP solver's relative "
+            f"tolerances exceed the margin {query.margin:g} (MARGIN_RESOLUTION {MARGIN_RESOLUTION:g}); pass "
+            f"margin >= {MARGIN_RESOLUTION * value:.3g}, use backend='z3', or rescale the network")
+
+
 #: Callback of the query entry points' ``progress`` option: gets every step of the history as it is
 #: recorded, and in-flight "running" steps while a MILP solves (those are not kept in the history).
 StepCallback = Callable[[SolveRecord], None]
@@ -361,9 +390,11 @@ def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, t
         time_limit = max(time_limit - (time.perf_counter() - start), 0.01)
     if backend == "z3" and not minimise:
         return _solve_smt(query, eps, live, net_bounds, time_limit, history)
+    unresolvable = unresolvable_margin(query, net_bounds)
     if threads > 1 and not minimise and supports_split(query.network, backend):
-        return _solve_split(query, eps, live, net_bounds, backend, threads, time_limit, history, encoder_options,
-                            progress)
+        finding = _solve_split(query, eps, live, net_bounds, backend, threads, time_limit, history,
+                               encoder_options, progress)
+        return _unproved(finding, unresolvable) if finding.outcome == "robust" and unresolvable else finding
     from encoders.backends import Status, make_backend
     from encoders.milp import encode_query
 
@@ -386,9 +417,10 @@ def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, t
     history.append(SolveRecord("milp", eps, result.status.value, result.seconds, result.raw_status,
                                result.objective, result.bound, result.node_count, unstable))
     if result.status == Status.INFEASIBLE:
-        return Finding("robust", f"MILP infeasible ({backend}: {result.raw_status})", lower_bound=math.inf)
+        finding = Finding("robust", f"MILP infeasible ({backend}: {result.raw_status})", lower_bound=math.inf)
+        return _unproved(finding, unresolvable) if unresolvable else finding
     lower = None
-    if minimise and result.bound is not None and math.isfinite(result.bound):
+    if minimise and result.bound is not None and math.isfinite(result.bound) and not unresolvable:
         lower = max(result.bound - DUAL_BOUND_SLACK, 0.0)
     if result.status.has_solution and result.values is not None:
         finding = accept_point(query, result.values[encoding.input], eps, f"{backend} MILP")
@@ -397,6 +429,12 @@ def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, t
             finding.reason += f" (solver stopped: {result.raw_status})"
         return finding
     return Finding("unknown", f"{backend} returned {result.status.value} ({result.raw_status})", lower_bound=lower)
+
+
+def _unproved(finding: Finding, why: str) -> Finding:
+    """A MILP's "robust" that :func:`unresolvable_margin` does not accept: unknown, saying why."""
+    log.warning("%s, %s", finding.reason, why)
+    return Finding("unknown", f"{finding.reason}, {why}")
 
 
 def _solve_split(query: Query, eps: float, spec: OutputSpec, net_bounds: BoundsResult, backend: str, threads: int,
