@@ -182,3 +182,17 @@ def test_the_margin_resolution_guard_fires_only_beyond_its_ratio():
     assert unresolvable_margin(query, bounds(digits, query.region(0.2), method="crown")) is None
     query = make_query(network, np.zeros(2), "linf", None, 0, None, ev.DEFAULT_MARGIN)
     assert "values reach 2e+04" in unresolvable_margin(query, bounds(network, query.region(1e4), method="crown"))
+
+
+@pytest.mark.xfail(strict=True, reason="known limit (README): MILP lower bounds resolve the distance only to "
+                                       "~1e-9 / (the lead's growth per unit distance); not fixed")
+def test_a_slowly_growing_lead_keeps_the_lower_bound_below_a_known_counterexample():
+    """Margin 1e-3 (resolvable at these values): the lead grows by 8e-8 per unit of z1, and a point at
+    distance 18750.005 beats the margin in float64; the bisection's lower bound must not pass it."""
+    network, _ = large_valued_net()
+    point = np.array([18750.005, 0.0])
+    logits = network.forward(torch.as_tensor(point)[None])[0]
+    assert float(logits[1] - logits[0]) >= 1e-3 and float(logits[1] - logits[2]) >= 1e-3
+    result = ev.minimal_distortion(network, np.zeros(2), label=0, target=1, margin=1e-3, time_limit=60,
+                                   domain=(-3e4, 3e4))
+    assert result.lower <= 18750.005
