@@ -18,6 +18,7 @@ import torch
 from scipy.stats import norm
 from torch import nn
 
+import exactverify as ev
 from exactverify import InvalidInputError, VerdictStatus, verify
 from exactverify.campaign.store import StoreError
 from exactverify.compose import compose
@@ -183,6 +184,19 @@ def test_bad_arguments_are_named() -> None:
         global_robustness(gen, cls, label, 0.1, samples=10, target_width=1.5)
     with pytest.raises(InvalidInputError, match="split_boxes"):
         CascadeOptions(split_boxes=-1)
+
+
+def test_a_generator_with_a_latent_domain_is_refused_before_sampling() -> None:
+    """The sampler draws z ~ N(0, I) and the cascade decides unclipped balls: a generator that
+    declares a latent domain is refused up front (its queries used to fail mid-run, on the
+    first draw outside the domain)."""
+    gen, cls, label = tiny_pair()
+    boxed = ev.load(gen, input_shape=(3,))
+    boxed = ev.Network(boxed.input_shape, boxed.layers, (np.full(3, -1.0), np.full(3, 1.0)), name="boxed")
+    with pytest.raises(InvalidInputError, match="boxed declares an input \\(latent\\) domain"):
+        global_robustness(boxed, cls, label, 0.1, samples=50)
+    with pytest.raises(InvalidInputError, match="latent"):
+        Cascade(compose(boxed, cls), label, 0.1)
 
 
 def test_cascade_device_is_validated_when_the_options_are_made(monkeypatch) -> None:

@@ -164,6 +164,11 @@ class Cascade:
         if isinstance(label, bool) or not (isinstance(label, (int, np.integer))
                                            and 0 <= int(label) < network.output_size):
             raise InvalidInputError(f"label={label!r} is not a class index in [0, {network.output_size})")
+        if network.input_domain is not None:  # every stage works on the whole latent ball
+            raise InvalidInputError(
+                f"{network.name} declares an input (latent) domain, but the cascade decides the latent eps-ball "
+                "unclipped and the sampler draws z ~ N(0, I) over all of the latent space; use a generator "
+                "without input_domain")
         self.network, self.label, self.model = network, int(label), model
         self.spec = other_class_wins(self.label, network.output_size, self.options.margin)
         self.extended, self.owner = spec_network(network, self.spec)
