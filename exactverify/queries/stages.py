@@ -94,9 +94,11 @@ def slack_options() -> dict:
 #: the point, session-20 fuzz). Where ``margin < MARGIN_RESOLUTION * v``, ``v`` the largest
 #: ``|bound|`` of any value of the network on the region, a MILP's infeasible or dual bound is no
 #: proof: the answer is ``unknown`` (z3 decides in exact rational arithmetic and is not affected;
-#: bound-based proofs are sound in float64). The MNIST benchmark's regions reach ``v`` ~ 350 (a
-#: guard of 3.5e-6 against the default margin 1e-5); those failures began below ``margin / v`` =
-#: 1e-9.
+#: bound-based proofs are sound in float64). A heuristic floor, not a rigorous bound (a
+#: floating-point MILP solver gives none): in that failure SCIP's slack was off by 2.9e-4 =
+#: 1.45e-8 ``v``, so a lead above the margin by less than about that can still be missed; a
+#: larger floor would refuse the MNIST benchmark's proofs, whose regions reach ``v`` ~ 350-500
+#: (a floor of 3.5e-6-5e-6 against the default margin 1e-5).
 MARGIN_RESOLUTION = 1e-8
 
 
