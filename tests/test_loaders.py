@@ -192,8 +192,12 @@ def test_nan_batchnorm_statistic_names_the_layer():
 
 def test_wrong_input_shape_is_a_shape_error():
     module = nn.Sequential(nn.Conv2d(2, 3, 3), nn.Flatten(), nn.Linear(48, 2))
-    with pytest.raises(ShapeMismatchError, match=r"input_shape \(3, 6, 6\) does not fit"):
+    with pytest.raises(ShapeMismatchError, match=r"input_shape \(3, 6, 6\) does not fit") as raised:
         load(module, (3, 6, 6))
+    assert "While executing" not in str(raised.value) and "traceback" not in str(raised.value)  # torch.fx's tail
+    with pytest.raises(ShapeMismatchError, match=r"\(RuntimeError: mat1 and mat2 shapes cannot be multiplied "
+                                                 r"\(1x4 and 5x3\)\)$"):
+        load(nn.Sequential(nn.Flatten(), nn.Linear(5, 3)), (4,))
     with pytest.raises(InvalidInputError, match="input_shape is required"):
         load(module)
     with pytest.raises(InvalidInputError, match="input_shape must be a non-empty tuple of positive ints"):

@@ -198,9 +198,10 @@ class _TorchConverter:
                 interpreter.run(sample)
         except Exception as exc:  # noqa: BLE001 - any failure here means the shape does not fit
             self._raise_unsupported_modules()
+            reason = str(exc).split("\n\nWhile executing")[0].strip()  # torch.fx appends the node and a traceback
             raise ShapeMismatchError(
                 f"module {self.name}: input_shape {self.input_shape} does not fit the module "
-                f"({type(exc).__name__}: {exc})"
+                f"({type(exc).__name__}: {reason})"
             ) from exc
         return dict(interpreter.env)
 
