@@ -97,8 +97,8 @@ def slack_options() -> dict:
 #: bound-based proofs are sound in float64). A heuristic floor, not a rigorous bound (a
 #: floating-point MILP solver gives none): in that failure SCIP's slack was off by 2.9e-4 =
 #: 1.45e-8 ``v``, so a lead above the margin by less than about that can still be missed; a
-#: larger floor would refuse the MNIST benchmark's proofs, whose regions reach ``v`` ~ 350-500
-#: (a floor of 3.5e-6-5e-6 against the default margin 1e-5).
+#: larger floor would approach the MNIST benchmark's proofs, whose regions reach ``v`` <= 286
+#: under CROWN (a floor of 2.9e-6 against the default margin 1e-5; tested).
 MARGIN_RESOLUTION = 1e-8
 
 
