@@ -10,6 +10,7 @@ pads every bound outward (``encoders.milp.BOUND_PADDING``), which only relaxes t
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -147,23 +148,32 @@ def large_valued_net(eps: float = 1e4, gap: float = 1e-4) -> tuple[ev.Network, n
     return ev.Network((2,), layers, name="large_valued"), np.array([eps, 0.0])
 
 
-def test_a_milp_infeasible_at_values_beyond_the_margin_resolution_is_no_proof():
-    """SCIP's slack-form decision called this ball robust (its relative tolerances at values ~2e4
-    swamp a 3e-4 lead); now that answer is unknown and says why, while z3 (exact) finds the point,
-    and a margin the solver can resolve is proved honestly (the lead 3e-4 is below it)."""
-    from exactverify.queries.stages import MARGIN_RESOLUTION
+def test_a_milp_infeasible_at_values_beyond_the_margin_resolution_is_no_proof(monkeypatch):
+    """SCIP's slack-form decision called this ball robust (its tolerances at values ~2e4 swamp a 3e-4
+    lead). Beyond SLACK_FORM_MAX_VALUE the decision takes the constraint form, which finds the point;
+    forced back to the slack form, the MARGIN_RESOLUTION guard makes its answer unknown and says why;
+    z3 (exact) finds the point. At a margin above the lead the constraint form ends unknown (its
+    points within tolerance fail the re-check), the slack form proves it and the guard lets it."""
+    from exactverify.queries import stages
 
     network, witness = large_valued_net()
     logits = network.forward(torch.as_tensor(witness)[None])[0]
     assert float(logits[1] - logits[0]) > 2e-4  # the ball is not robust at the default margin 1e-5
     scip = ev.verify(network, np.zeros(2), 1e4, label=0, attack_first=False, time_limit=30)
-    assert scip.status == "unknown"
-    assert "not a proof: the network's values reach" in scip.reason and "MARGIN_RESOLUTION" in scip.reason
+    assert scip.status == "not_robust" and scip.validated
+    monkeypatch.setattr(stages, "SLACK_FORM_MAX_VALUE", math.inf)
+    slack = ev.verify(network, np.zeros(2), 1e4, label=0, attack_first=False, time_limit=30)
+    assert slack.status == "unknown"
+    assert "not a proof: the network's values reach" in slack.reason and "MARGIN_RESOLUTION" in slack.reason
+    monkeypatch.undo()
     exact = ev.verify(network, np.zeros(2), 1e4, label=0, attack_first=False, backend="z3", time_limit=30)
     assert exact.status == "not_robust" and exact.validated
-    resolvable = MARGIN_RESOLUTION * 4e4 * 2  # above the values' resolution, and above the 3e-4 lead
+    resolvable = stages.MARGIN_RESOLUTION * 4e4 * 2  # above the values' resolution, and above the 3e-4 lead
+    above = ev.verify(network, np.zeros(2), 1e4, label=0, margin=resolvable, attack_first=False, time_limit=30)
+    assert above.status == "unknown"  # no point beats 8e-4; the constraint form's tolerant points fail the re-check
+    monkeypatch.setattr(stages, "SLACK_FORM_MAX_VALUE", math.inf)
     assert ev.verify(network, np.zeros(2), 1e4, label=0, margin=resolvable, attack_first=False,
-                     time_limit=30).status == "robust"
+                     time_limit=30).status == "robust"  # the slack form proves it, and the guard accepts
 
 
 def test_the_margin_resolution_guard_fires_only_beyond_its_ratio():
@@ -184,18 +194,17 @@ def test_the_margin_resolution_guard_fires_only_beyond_its_ratio():
     assert "values reach 2e+04" in unresolvable_margin(query, bounds(network, query.region(1e4), method="crown"))
 
 
-@pytest.mark.xfail(strict=True, reason="known limit (README): MILP lower bounds resolve the distance only to "
-                                       "~1e-9 / (the lead's growth per unit distance); not fixed")
 def test_a_slowly_growing_lead_keeps_the_lower_bound_below_a_known_counterexample():
     """Margin 1e-3 (resolvable at these values): the lead grows by 8e-8 per unit of z1, and a point at
-    distance 18750.005 beats the margin in float64; the bisection's lower bound must not pass it."""
+    distance 18750.005 beats the margin in float64; the bisection's lower bound must not pass it. The
+    slack-form decision (values 7.5e4 > SLACK_FORM_MAX_VALUE) reported [18750.0115, 18750.0125]."""
     network, _ = large_valued_net()
     point = np.array([18750.005, 0.0])
     logits = network.forward(torch.as_tensor(point)[None])[0]
     assert float(logits[1] - logits[0]) >= 1e-3 and float(logits[1] - logits[2]) >= 1e-3
     result = ev.minimal_distortion(network, np.zeros(2), label=0, target=1, margin=1e-3, time_limit=60,
                                    domain=(-3e4, 3e4))
-    assert result.lower <= 18750.005
+    assert result.lower <= 18750.005 <= result.upper + 0.01
 
 
 @pytest.mark.skipif(not SHARED_MNIST.is_file(), reason=f"shared MNIST data absent at {SHARED_MNIST}")

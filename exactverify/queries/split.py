@@ -168,7 +168,7 @@ def solve_split(query: Query, eps: float, domains: list[SubDomain], *, backend: 
             return k, None, None
         domain = domains[k]
         solver = make_backend(backend)
-        by_slack = slack_form(backend, domain.spec)
+        by_slack = slack_form(backend, domain.spec, domain.bounds)
         encoding = encode_query(solver, query.network, region, domain.spec, domain.bounds, slack=by_slack,
                                 **(encoder_options or {}))
         options = {}
