@@ -212,12 +212,15 @@ def test_a_slowly_growing_lead_keeps_the_lower_bound_below_a_known_counterexampl
 def test_the_mnist_benchmark_regions_resolve_the_default_margin(norm, eps):
     """The minimal-distortion benchmark's upper bounds reach 0.219 (L-inf) and 29.2 (L1); on the
     10 images' regions of those sizes the network's values stay where MARGIN_RESOLUTION accepts a
-    MILP's infeasible at the default margin, so the guard takes no proof from the benchmark."""
-    from exactverify.queries.stages import unresolvable_margin
+    MILP's infeasible at the default margin and where decisions keep the slack form, so neither
+    guard changes the benchmark's engine."""
+    from exactverify.queries.stages import SLACK_FORM_MAX_VALUE, largest_value, unresolvable_margin
 
     _, _, x_test, _ = zoo.load_mnist(SHARED_MNIST)
     network = ev.load(zoo.mnist_network(), input_shape=(784,))
     for image in range(10):
         query = make_query(network, np.asarray(x_test[image], dtype=np.float64).reshape(-1), norm, None, None,
                            (0.0, 1.0), ev.DEFAULT_MARGIN, None)
-        assert unresolvable_margin(query, bounds(network, query.region(eps), method="crown")) is None
+        region_bounds = bounds(network, query.region(eps), method="crown")
+        assert unresolvable_margin(query, region_bounds) is None
+        assert largest_value(region_bounds) <= SLACK_FORM_MAX_VALUE
