@@ -347,9 +347,9 @@ class _Search:
         live = [Conjunction(c.A, c.b - margin) for k, c in enumerate(self.spec.disjuncts) if not bool(refuted[k])]
         spec = OutputSpec(tuple(live), self.spec.num_outputs)
         region = box(low[None], high[None], self.net.input_shape)
-        by_slack = slack_form(self.backend, spec)
-        encoding = encode_query(make_backend(self.backend), self.net, region, spec, self.own_bounds(result, index),
-                                slack=by_slack)
+        own = self.own_bounds(result, index)
+        by_slack = slack_form(self.backend, spec, own)  # the constraint form beyond SLACK_FORM_MAX_VALUE
+        encoding = encode_query(make_backend(self.backend), self.net, region, spec, own, slack=by_slack)
         options = {}
         if by_slack:  # maximise the spec's slack with a cutoff (see queries.stages.SLACK_OBJECTIVE_BACKENDS)
             encoding.backend.set_objective([encoding.slack], [1.0], minimize=False)
