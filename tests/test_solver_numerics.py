@@ -165,6 +165,8 @@ def test_a_milp_infeasible_at_values_beyond_the_margin_resolution_is_no_proof(mo
     slack = ev.verify(network, np.zeros(2), 1e4, label=0, attack_first=False, time_limit=30)
     assert slack.status == "unknown"
     assert "not a proof: the network's values reach" in slack.reason and "MARGIN_RESOLUTION" in slack.reason
+    split = ev.verify(network, np.zeros(2), 1e4, label=0, attack_first=False, time_limit=30, threads=2)
+    assert split.status == "unknown" and "sub-domains" in split.reason and "not a proof" in split.reason
     monkeypatch.undo()
     exact = ev.verify(network, np.zeros(2), 1e4, label=0, attack_first=False, backend="z3", time_limit=30)
     assert exact.status == "not_robust" and exact.validated

@@ -408,9 +408,8 @@ def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, t
         return _solve_smt(query, eps, live, net_bounds, time_limit, history)
     unresolvable = unresolvable_margin(query, net_bounds)
     if threads > 1 and not minimise and supports_split(query.network, backend):
-        finding = _solve_split(query, eps, live, net_bounds, backend, threads, time_limit, history,
-                               encoder_options, progress)
-        return _unproved(finding, unresolvable) if finding.outcome == "robust" and unresolvable else finding
+        return _solve_split(query, eps, live, net_bounds, backend, threads, time_limit, history, encoder_options,
+                            progress, unresolvable)
     from encoders.backends import Status, make_backend
     from encoders.milp import encode_query
 
@@ -455,7 +454,9 @@ def _unproved(finding: Finding, why: str) -> Finding:
 
 def _solve_split(query: Query, eps: float, spec: OutputSpec, net_bounds: BoundsResult, backend: str, threads: int,
                  time_limit: float | None, history: list[SolveRecord], encoder_options: dict | None,
-                 progress: StepCallback | None = None) -> Finding:
+                 progress: StepCallback | None = None, unresolvable: str | None = None) -> Finding:
+    """Split the region on ReLU phases and decide each open sub-domain's MILP (:mod:`.split`); a
+    "robust" that needed MILPs is no proof when ``unresolvable`` says why (:func:`unresolvable_margin`)."""
     start = time.perf_counter()
     domains, closed = split_region(query, spec, _with_spec_rows(query, spec), query.region(eps),
                                    split_depth(threads), known=net_bounds)
@@ -465,8 +466,9 @@ def _solve_split(query: Query, eps: float, spec: OutputSpec, net_bounds: BoundsR
         return Finding("robust", "proved by CROWN bounds on every ReLU-split sub-domain")
     if time_limit is not None:
         time_limit = max(time_limit - (time.perf_counter() - start), 0.01)
-    return solve_split(query, eps, domains, backend=backend, threads=threads, time_limit=time_limit,
-                       history=history, encoder_options=encoder_options, progress=progress)
+    finding = solve_split(query, eps, domains, backend=backend, threads=threads, time_limit=time_limit,
+                          history=history, encoder_options=encoder_options, progress=progress)
+    return _unproved(finding, unresolvable) if finding.outcome == "robust" and unresolvable else finding
 
 
 def _solve_smt(query: Query, eps: float, spec: OutputSpec, net_bounds: BoundsResult,
