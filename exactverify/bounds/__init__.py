@@ -104,7 +104,8 @@ def bounds(network: Network, region: Region, method: str = "crown", device=None,
 
     ``device`` (e.g. ``"cuda"``) runs interval/CROWN there; results come back on that
     device. ``options`` go to the method (``lp``: ``time_limit`` per LP, ``layers``; ``milp``:
-    ``layers``, ``threads``, ``time_budget``, ``stats``); an option the method does not take
+    ``layers``, ``threads``, ``time_budget``, ``stats``; ``alpha``: ``iterations``, ``step_size``,
+    ``time_budget``); an option the method does not take
     raises InvalidInputError listing the ones it does.
     """
     _validate(network, region, method)
