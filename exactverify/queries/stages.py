@@ -42,6 +42,9 @@ LP_TIME_SHARE = 0.3
 #: other benchmarks (at most 72 unstable ReLUs) stay below it and keep the measured CROWN path.
 ALPHA_ESCALATION_UNSTABLE = 200
 #: Share of a decision's remaining time that this alpha pass may use (the rest is the MILP's).
+#: The pass first optimises slopes for the spec rows alone on CROWN's intermediate bounds
+#: (0.06 s on that CNN, and it proved one region that CROWN left open), then, if that does not
+#: prove the region, slopes for every layer's unstable neurons (5-21 s there).
 ALPHA_TIME_SHARE = 0.5
 #: Seconds per LP in bound tightening.
 LP_TIME_LIMIT = 10.0
@@ -417,7 +420,7 @@ def solve_exact(query: Query, eps: float, *, backend: str, bounds_method: str, t
         net_bounds, live = _escalate_to_alpha(query, spec, eps, net_bounds, row_lower, time_limit, start, history)
         unstable = net_bounds.unstable_per_layer()
         if live is None:
-            return Finding("robust", "proved by alpha bounds (escalated from crown)")
+            return Finding("robust", f"proved by {history[-1].raw_status}")
     if time_limit is not None:
         time_limit = max(time_limit - (time.perf_counter() - start), 0.01)
     if backend == "z3" and not minimise:
@@ -466,18 +469,47 @@ def _escalate_to_alpha(query: Query, spec: OutputSpec, eps: float, crown: Bounds
                        time_limit: float | None, start: float,
                        history: list[SolveRecord]) -> tuple[BoundsResult, OutputSpec | None]:
     """alpha-CROWN bounds on a region CROWN left with many unstable ReLUs, within
-    :data:`ALPHA_TIME_SHARE` of the time left: they may prove it, and they shrink the MILP.
-    Both passes are sound, so each bound is the tighter of the two."""
+    :data:`ALPHA_TIME_SHARE` of the time left: first on the spec rows alone (cheap), then on
+    every layer; they may prove it, and the second shrinks the MILP. Every pass is sound, so
+    each bound is the tightest of them."""
     tick = time.perf_counter()
     budget = None if time_limit is None else ALPHA_TIME_SHARE * max(time_limit - (tick - start), 0.0)
+    rows = np.maximum(crown_rows, _alpha_spec_rows(query, spec, eps, crown, None if budget is None else tick + budget))
+    live = live_disjuncts(spec, rows)
+    history.append(SolveRecord("bounds", eps, "robust" if live is None else "unknown", time.perf_counter() - tick,
+                               raw_status=ALPHA_SPEC_ROWS, unstable=crown.unstable_per_layer()))
+    if live is None:
+        return crown, None
+    tick = time.perf_counter()
+    if budget is not None:
+        budget = ALPHA_TIME_SHARE * max(time_limit - (tick - start), 0.0)
     alpha, alpha_rows = spec_bounds(query, spec, eps, "alpha", budget)
     lowers = tuple(torch.maximum(a, b) for a, b in zip(crown.lower, alpha.lower, strict=True))
     uppers = tuple(torch.minimum(a, b) for a, b in zip(crown.upper, alpha.upper, strict=True))
     net_bounds = BoundsResult(crown.network, "alpha", lowers, uppers, crown.seconds + alpha.seconds)
-    live = live_disjuncts(spec, np.maximum(crown_rows, alpha_rows))
+    live = live_disjuncts(spec, np.maximum(rows, alpha_rows))
     history.append(SolveRecord("bounds", eps, "robust" if live is None else "unknown", time.perf_counter() - tick,
-                               raw_status="alpha (escalated from crown)", unstable=net_bounds.unstable_per_layer()))
+                               raw_status=ALPHA_ALL_LAYERS, unstable=net_bounds.unstable_per_layer()))
     return net_bounds, live
+
+
+#: Raw statuses of the two alpha passes of an escalated decision (see :data:`ALPHA_TIME_SHARE`).
+ALPHA_SPEC_ROWS = "alpha bounds on the spec rows (escalated from crown)"
+ALPHA_ALL_LAYERS = "alpha bounds on every layer (escalated from crown)"
+
+
+def _alpha_spec_rows(query: Query, spec: OutputSpec, eps: float, crown: BoundsResult,
+                     deadline: float | None) -> np.ndarray:
+    """Lower bounds of the spec rows with slopes optimised for them alone, on CROWN's bounds of
+    every value before them (as branch and bound does per sub-domain)."""
+    from ..bounds.alpha import alpha_output_lower
+
+    full = _with_spec_rows(query, spec)
+    extra = len(full.layers) - len(query.network.layers)  # the appended Flatten / Dense values: no ReLU reads them
+    lowers = list(crown.lower) + [crown.lower[-1]] * extra
+    uppers = list(crown.upper) + [crown.upper[-1]] * extra
+    rows = alpha_output_lower(full, query.region(eps), lowers, uppers, deadline=deadline)
+    return rows[0].detach().cpu().numpy()
 
 
 def _unproved(finding: Finding, why: str) -> Finding:
