@@ -201,3 +201,16 @@ def test_escalated_verdicts_on_a_conv_pool_net_agree_with_z3(monkeypatch) -> Non
             assert _escalated(escalated.history), "a decision CROWN left open escalates"
         answers[factor] = escalated.reason
     assert sum("MILP" in reason for reason in answers.values()) >= 4, f"the radii near d* need the MILP: {answers}"
+
+
+def test_the_digits_net_keeps_the_crown_path() -> None:
+    """The demo's 64-16-16-10 MLP stays below the threshold: its decisions never escalate."""
+    from exactverify import zoo
+
+    network = ev.load(zoo.digits_network(), input_shape=(64,))
+    _, _, x_test, _ = zoo.load_digits_data()
+    verdict = ev.verify(network, x_test[0], 0.1, "linf", domain=(0.0, 1.0), time_limit=60, attack_first=False)
+    crown = [s for s in verdict.history if s.stage == "bounds" and s.raw_status == "crown"]
+    assert crown and sum(crown[0].unstable) <= stages.ALPHA_ESCALATION_UNSTABLE
+    assert crown[0].outcome == "unknown", "the ball must be one CROWN leaves open"
+    assert not _escalated(verdict.history)

@@ -35,17 +35,20 @@ ATTACK_TIME_SHARE = 0.15
 #: Share of a query's remaining time that LP or MILP bound tightening may use before the MILP.
 LP_TIME_SHARE = 0.3
 #: A decision whose CROWN bounds leave more unstable ReLUs than this (and a live spec) first
-#: tries alpha-CROWN bounds (optimised slopes on every layer) before the MILP. On a 784-input
-#: MNIST CNN (conv 16, conv 32, dense 100; ~2,000 unstable ReLUs at L-inf 0.035-0.05) no SCIP
-#: MILP decided within 60 s (its root LP alone took ~50 s), while alpha proved some of the
-#: regions CROWN left open (``benchmarks/conv_verify.py``). The MNIST and digits MLPs of the
+#: tries alpha-CROWN bounds before the MILP. On a 784-input MNIST CNN (conv 16, conv 32,
+#: dense 100; ~2,000 unstable ReLUs at L-inf 0.035-0.05) no SCIP MILP decided within 60 s (its
+#: root LP alone took ~50 s), while alpha proved some of the regions CROWN left open
+#: (``benchmarks/results/conv_verify_s22.md``). The MNIST and digits MLPs of the
 #: other benchmarks (at most 72 unstable ReLUs) stay below it and keep the measured CROWN path.
 ALPHA_ESCALATION_UNSTABLE = 200
 #: Share of a decision's remaining time that this alpha pass may use (the rest is the MILP's).
 #: The pass first optimises slopes for the spec rows alone on CROWN's intermediate bounds
 #: (0.06 s on that CNN, and it proved one region that CROWN left open), then, if that does not
-#: prove the region, slopes for every layer's unstable neurons (5-21 s there).
+#: prove the region, slopes for every layer's unstable neurons (8-19 s there).
 ALPHA_TIME_SHARE = 0.5
+#: Raw statuses of the two alpha passes of an escalated decision, in its history.
+ALPHA_SPEC_ROWS = "alpha bounds on the spec rows (escalated from crown)"
+ALPHA_ALL_LAYERS = "alpha bounds on every layer (escalated from crown)"
 #: Seconds per LP in bound tightening.
 LP_TIME_LIMIT = 10.0
 #: A search (the probes of one minimal-distortion bisection) reuses MILP-tightened bounds
@@ -491,11 +494,6 @@ def _escalate_to_alpha(query: Query, spec: OutputSpec, eps: float, crown: Bounds
     history.append(SolveRecord("bounds", eps, "robust" if live is None else "unknown", time.perf_counter() - tick,
                                raw_status=ALPHA_ALL_LAYERS, unstable=net_bounds.unstable_per_layer()))
     return net_bounds, live
-
-
-#: Raw statuses of the two alpha passes of an escalated decision (see :data:`ALPHA_TIME_SHARE`).
-ALPHA_SPEC_ROWS = "alpha bounds on the spec rows (escalated from crown)"
-ALPHA_ALL_LAYERS = "alpha bounds on every layer (escalated from crown)"
 
 
 def _alpha_spec_rows(query: Query, spec: OutputSpec, eps: float, crown: BoundsResult,
