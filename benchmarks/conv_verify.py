@@ -12,9 +12,9 @@ correctly classified test images at each L-inf ``--eps``, domain [0, 1], each wi
   every layer, then the MILP).
 
 Every ``robust`` of one configuration must not meet a re-checked counterexample of the other.
-Writes ``benchmarks/results/conv_verify.{csv,json,md}``.
+Writes ``benchmarks/results/NAME.{csv,json,md}`` (``--name``, default ``conv_verify``).
 
-Usage: ``python benchmarks/conv_verify.py [--images 10] [--eps 0.02 0.035 0.05] [--time-limit 60]``
+Usage: ``python benchmarks/conv_verify.py [--images 10] [--eps 0.02 0.035 0.05] [--time-limit 60] [--name NAME]``
 """
 
 from __future__ import annotations

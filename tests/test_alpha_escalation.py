@@ -63,7 +63,7 @@ def test_a_past_deadline_stops_after_the_crown_slopes() -> None:
     torch.testing.assert_close(stopped, start, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("budget", [-1.0, math.nan, "1"])
+@pytest.mark.parametrize("budget", [-1.0, math.nan, "1", True])
 def test_alpha_rejects_a_bad_time_budget(budget) -> None:
     rng = np.random.default_rng(0)
     network = ARCHITECTURES["mlp_relu"](rng)

@@ -221,7 +221,8 @@ def alpha_bounds(network: Network, region: Region, *, iterations: int = DEFAULT_
     """
     if not isinstance(max_elements, int) or max_elements < 1:
         raise InvalidInputError(f"max_elements must be a positive int, got {max_elements!r}")
-    if time_budget is not None and not (isinstance(time_budget, (int, float)) and time_budget >= 0):
+    if time_budget is not None and (isinstance(time_budget, bool) or not (isinstance(time_budget, (int, float))
+                                                                          and time_budget >= 0)):
         raise InvalidInputError(f"time_budget must be a number of seconds >= 0 or None, got {time_budget!r}")
     deadline = None if time_budget is None else time.perf_counter() + time_budget
     _validate(network, region, [None] * (len(network.layers) + 1), [None] * (len(network.layers) + 1),

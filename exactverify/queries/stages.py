@@ -475,18 +475,21 @@ def _escalate_to_alpha(query: Query, spec: OutputSpec, eps: float, crown: Bounds
     :data:`ALPHA_TIME_SHARE` of the time left: first on the spec rows alone (cheap), then on
     every layer; they may prove it, and the second shrinks the MILP. Every pass is sound, so
     each bound is the tightest of them."""
+    def budget() -> float | None:
+        """Seconds this pass may take: ALPHA_TIME_SHARE of what the decision has left."""
+        return None if time_limit is None else ALPHA_TIME_SHARE * max(time_limit - (time.perf_counter() - start), 0.0)
+
     tick = time.perf_counter()
-    budget = None if time_limit is None else ALPHA_TIME_SHARE * max(time_limit - (tick - start), 0.0)
-    rows = np.maximum(crown_rows, _alpha_spec_rows(query, spec, eps, crown, None if budget is None else tick + budget))
+    seconds = budget()
+    deadline = None if seconds is None else tick + seconds
+    rows = np.maximum(crown_rows, _alpha_spec_rows(query, spec, eps, crown, deadline))
     live = live_disjuncts(spec, rows)
     history.append(SolveRecord("bounds", eps, "robust" if live is None else "unknown", time.perf_counter() - tick,
                                raw_status=ALPHA_SPEC_ROWS, unstable=crown.unstable_per_layer()))
     if live is None:
         return crown, None
     tick = time.perf_counter()
-    if budget is not None:
-        budget = ALPHA_TIME_SHARE * max(time_limit - (tick - start), 0.0)
-    alpha, alpha_rows = spec_bounds(query, spec, eps, "alpha", budget)
+    alpha, alpha_rows = spec_bounds(query, spec, eps, "alpha", budget())
     lowers = tuple(torch.maximum(a, b) for a, b in zip(crown.lower, alpha.lower, strict=True))
     uppers = tuple(torch.minimum(a, b) for a, b in zip(crown.upper, alpha.upper, strict=True))
     net_bounds = BoundsResult(crown.network, "alpha", lowers, uppers, crown.seconds + alpha.seconds)
